@@ -1,0 +1,32 @@
+"""Wiring at start-up: the write watcher on every connection, caching for listed
+third-party models, and the system checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import AppConfig, apps
+from django.db import connections
+from django.db.backends.signals import connection_created
+
+
+class OrmcacheConfig(AppConfig):
+    name = "ormcache"
+    verbose_name = "ormcache"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the system checks)
+        from .installer import install_listed_models
+
+        connection_created.connect(watch_connection, dispatch_uid="ormcache.watch_connection")
+        for connection in connections.all(initialized_only=True):
+            watch_connection(connection=connection)
+        install_listed_models(apps.get_models())
+
+
+def watch_connection(sender: Any = None, connection: Any = None, **kwargs: Any) -> None:
+    """Attach the write watcher once per connection object (it persists across reconnects)."""
+    from .invalidation import watch_writes
+
+    if watch_writes not in connection.execute_wrappers:
+        connection.execute_wrappers.append(watch_writes)

@@ -1,0 +1,180 @@
+"""System checks for ``settings.ORMCACHE``: bad settings fail at start, with a hint.
+
+Errors (``ormcache.E0xx``) stop ``runserver``, ``migrate`` and ``check``;
+warnings (``ormcache.W0xx``) are printed. Every check reads the settings when it
+runs, so ``override_settings`` applies.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+
+from . import conf
+
+_LOCAL_BACKENDS = (
+    "django.core.cache.backends.locmem.LocMemCache",
+    "django.core.cache.backends.dummy.DummyCache",
+)
+
+
+def _error(code: int, msg: str, hint: str) -> Error:
+    return Error(msg, hint=hint, obj="settings.ORMCACHE", id=f"ormcache.E{code:03d}")
+
+
+def _valid_timeout(value: Any) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+
+
+@register(Tags.caches, Tags.models)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    raw = getattr(settings, "ORMCACHE", {})
+    if not isinstance(raw, dict):
+        return [_error(1, "ORMCACHE must be a dict.", f"Got {type(raw).__name__}.")]
+    problems: list[Any] = []
+    unknown = sorted(set(raw) - conf.SETTINGS_KEYS)
+    if unknown:
+        problems.append(
+            _error(
+                2,
+                f"Unknown ORMCACHE keys: {', '.join(map(repr, unknown))}.",
+                f"Allowed keys: {', '.join(sorted(conf.SETTINGS_KEYS))}.",
+            )
+        )
+    problems += _check_cache(raw)
+    if "TIMEOUT" in raw and not _valid_timeout(raw["TIMEOUT"]):
+        problems.append(
+            _error(
+                4,
+                f"ORMCACHE['TIMEOUT'] must be a non-negative int or None, got {raw['TIMEOUT']!r}.",
+                "Use seconds, e.g. 3600, or None for no expiry.",
+            )
+        )
+    if "ENABLED" in raw and not isinstance(raw["ENABLED"], bool):
+        problems.append(
+            _error(
+                12,
+                f"ORMCACHE['ENABLED'] must be True or False, got {raw['ENABLED']!r}.",
+                "Set it to a bool.",
+            )
+        )
+    models = raw.get("MODELS", {})
+    if not isinstance(models, dict):
+        problems.append(
+            _error(
+                5,
+                "ORMCACHE['MODELS'] must be a dict of label -> policy.",
+                'For example {"blog.post": {"timeout": 600}}.',
+            )
+        )
+    else:
+        for label, policy in models.items():
+            problems += _check_label(label) + _check_policy(label, policy)
+    return problems
+
+
+def _check_cache(raw: dict[str, Any]) -> list[Any]:
+    alias = raw.get("CACHE", conf.DEFAULT_CACHE_ALIAS)
+    caches = getattr(settings, "CACHES", {})
+    if alias not in caches:
+        return [
+            _error(
+                3,
+                f"ORMCACHE['CACHE'] names the cache alias {alias!r}, which is not in CACHES.",
+                f"Use one of: {', '.join(map(repr, caches)) or '(no caches configured)'}.",
+            )
+        ]
+    backend = caches[alias].get("BACKEND", "")
+    if backend in _LOCAL_BACKENDS:
+        return [
+            Warning(
+                f"ormcache uses the process-local cache {alias!r} ({backend.rsplit('.', 1)[-1]}).",
+                hint="Invalidation does not cross processes: with several workers, a write in "
+                "one leaves the others serving old rows. Use Redis or Memcached in production.",
+                obj="settings.ORMCACHE",
+                id="ormcache.W001",
+            )
+        ]
+    return []
+
+
+def _check_label(label: Any) -> list[Any]:
+    if not isinstance(label, str) or (label != "*" and label.count(".") != 1):
+        return [
+            _error(
+                8,
+                f"ORMCACHE['MODELS'] label {label!r} is not 'app_label.model_name', "
+                "'app_label.*' or '*'.",
+                "Labels look like 'blog.post' (case does not matter).",
+            )
+        ]
+    if label == "*":
+        return []
+    app_label, model_name = label.lower().split(".")
+    try:
+        app_config = apps.get_app_config(app_label)
+    except LookupError:
+        known = ", ".join(sorted(c.label for c in apps.get_app_configs()))
+        return [
+            _error(
+                6,
+                f"ORMCACHE['MODELS'] names the unknown app {app_label!r} in {label!r}.",
+                f"Installed app labels: {known}.",
+            )
+        ]
+    if model_name != "*":
+        try:
+            app_config.get_model(model_name)
+        except LookupError:
+            known = ", ".join(sorted(m._meta.model_name for m in app_config.get_models()))
+            return [
+                _error(
+                    7,
+                    f"ORMCACHE['MODELS'] names the unknown model {label!r}.",
+                    f"Models of {app_label!r}: {known or '(none)'}.",
+                )
+            ]
+    return []
+
+
+def _check_policy(label: Any, policy: Any) -> list[Any]:
+    if not isinstance(policy, dict):
+        return [
+            _error(
+                9,
+                f"The policy of {label!r} must be a dict.",
+                'For example {"enabled": True, "timeout": 600, "user_scoped": False}.',
+            )
+        ]
+    problems = []
+    unknown = sorted(set(policy) - set(conf.POLICY_KEYS))
+    if unknown:
+        problems.append(
+            _error(
+                9,
+                f"Unknown policy keys for {label!r}: {', '.join(map(repr, unknown))}.",
+                f"Allowed keys: {', '.join(sorted(conf.POLICY_KEYS))}.",
+            )
+        )
+    if "timeout" in policy and not _valid_timeout(policy["timeout"]):
+        problems.append(
+            _error(
+                10,
+                f"The timeout of {label!r} must be a non-negative int or None, "
+                f"got {policy['timeout']!r}.",
+                "Use seconds, e.g. 600, or None for no expiry.",
+            )
+        )
+    for key in ("enabled", "user_scoped"):
+        if key in policy and not isinstance(policy[key], bool):
+            problems.append(
+                _error(
+                    11,
+                    f"{key!r} of {label!r} must be True or False, got {policy[key]!r}.",
+                    "Set it to a bool.",
+                )
+            )
+    return problems

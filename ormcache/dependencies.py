@@ -1,0 +1,155 @@
+"""The tables a query reads, or why its result cannot be cached.
+
+invariant 5: every table a query reads is a dependency. We walk the Query
+object Django is about to compile, not its SQL text: the FROM clause and
+joins (``alias_map``: select_related, lookups across relations, m2m through
+tables, multi-table inheritance parents), and every expression in SELECT,
+WHERE/HAVING, GROUP BY and ORDER BY, descending into subqueries (``Subquery``,
+``Exists``, ``__in=queryset``) and combined queries (``union`` and friends).
+
+Anything whose reads we cannot know (raw SQL fragments, ``extra()`` tables or
+WHERE clauses) or whose result is not a function of the data (``order_by('?')``,
+``Now()``, random and clock functions) raises ``Uncacheable``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.db.models import Func, Q
+from django.db.models.expressions import RawSQL
+from django.db.models.lookups import Lookup
+from django.db.models.sql.datastructures import BaseTable, Join
+from django.db.models.sql.query import Query
+from django.db.models.sql.where import ExtraWhere, WhereNode
+
+from .keys import Uncacheable
+
+#: SQL functions whose value depends on the clock, chance or a sequence.
+NONDETERMINISTIC_FUNCTIONS = frozenset(
+    {
+        "RANDOM",
+        "RAND",
+        "NEWID",
+        "UUID",
+        "GEN_RANDOM_UUID",
+        "UUID_GENERATE_V4",
+        "UUIDV4",
+        "UUIDV7",
+        "NOW",
+        "CURRENT_TIMESTAMP",
+        "CURRENT_DATE",
+        "CURRENT_TIME",
+        "LOCALTIME",
+        "LOCALTIMESTAMP",
+        "CLOCK_TIMESTAMP",
+        "STATEMENT_TIMESTAMP",
+        "TRANSACTION_TIMESTAMP",
+        "TIMEOFDAY",
+        "SYSDATE",
+        "SYSDATETIME",
+        "GETDATE",
+        "UTC_TIMESTAMP",
+        "UNIX_TIMESTAMP",
+        "NEXTVAL",
+        "SETVAL",
+        "CURRVAL",
+        "LASTVAL",
+        "TXID_CURRENT",
+        "PG_BACKEND_PID",
+        "STRFTIME",
+        "JULIANDAY",
+        "DATETIME",
+        "DATE",
+        "TIME",
+        "UNIXEPOCH",
+    }
+)
+# SQLite's date functions read the clock only without arguments ('now' aside), but
+# telling those cases apart from the expression tree is not certain: they are
+# treated as non-deterministic only when called with no source expressions.
+_CLOCK_WHEN_ARGLESS = frozenset({"STRFTIME", "JULIANDAY", "DATETIME", "DATE", "TIME", "UNIXEPOCH"})
+_NONDETERMINISTIC_CLASSES = frozenset({"Random", "Now", "UUID4", "UUID7"})
+#: ``extra(select=...)`` entries Django itself writes for m2m prefetching: a column.
+_QUALIFIED_COLUMN = re.compile(r'^\s*([`"\[]?)([\w$]+)[`"\]]?\.[`"\[]?[\w$]+[`"\]]?\s*$')
+
+
+def tables_read(query: Query, *extra_expressions: Any) -> frozenset[str]:
+    """All tables ``query`` (plus extra expressions compiled with it) reads."""
+    tables: set[str] = set()
+    _visit_query(query, tables)
+    for expression in extra_expressions:
+        _visit(expression, tables)
+    return frozenset(tables)
+
+
+def _visit_query(query: Query, tables: set[str]) -> None:
+    if query.select_for_update:
+        raise Uncacheable("select_for_update takes locks")
+    if query.extra_tables:
+        raise Uncacheable("extra(tables=...) reads tables the ORM does not describe")
+    for alias, table in query.alias_map.items():
+        if isinstance(table, (BaseTable, Join)) and isinstance(table.table_name, str):
+            tables.add(table.table_name)
+        else:
+            raise Uncacheable(f"unknown FROM item {alias!r}")
+        filtered = getattr(table, "filtered_relation", None)
+        if filtered is not None:
+            _visit(filtered.condition, tables)
+    known_tables = {table.table_name for table in query.alias_map.values()}
+    for sql, _params in query.extra.values():
+        match = _QUALIFIED_COLUMN.match(sql)
+        if not match or match.group(2) not in known_tables:
+            raise Uncacheable("extra(select=...) with raw SQL")
+    for ordering in query.order_by:
+        if ordering == "?" or (isinstance(ordering, str) and ordering.lstrip("-") == "?"):
+            raise Uncacheable("order_by('?') is random")
+        _visit(ordering, tables)
+    _visit(query.where, tables)
+    for expression in query.annotations.values():
+        _visit(expression, tables)
+    for expression in query.select:
+        _visit(expression, tables)
+    if isinstance(query.group_by, tuple):
+        for expression in query.group_by:
+            _visit(expression, tables)
+    for combined in query.combined_queries:
+        _visit_query(combined, tables)
+
+
+def _visit(node: Any, tables: set[str]) -> None:
+    if node is None or isinstance(node, (str, int, float, bool, bytes)):
+        return
+    if isinstance(node, Query):
+        _visit_query(node, tables)
+        return
+    if isinstance(node, (list, tuple, set, frozenset)):
+        for item in node:
+            _visit(item, tables)
+        return
+    if isinstance(node, (ExtraWhere, RawSQL)):
+        raise Uncacheable("raw SQL fragment")
+    if type(node).__name__ in _NONDETERMINISTIC_CLASSES:
+        raise Uncacheable(f"{type(node).__name__}() is not deterministic")
+    if isinstance(node, Func):
+        function = (node.function or "").upper()
+        if function in NONDETERMINISTIC_FUNCTIONS and (
+            function not in _CLOCK_WHEN_ARGLESS or not node.get_source_expressions()
+        ):
+            raise Uncacheable(f"{function}() is not deterministic")
+    if isinstance(node, (WhereNode, Q)):
+        for child in node.children:
+            _visit(child, tables)
+        return
+    if isinstance(node, Lookup):
+        _visit(node.lhs, tables)
+        _visit(node.rhs, tables)
+        return
+    inner = getattr(node, "query", None)
+    if isinstance(inner, Query):
+        _visit_query(inner, tables)
+    get_sources = getattr(node, "get_source_expressions", None)
+    if get_sources is not None:
+        for source in get_sources():
+            _visit(source, tables)

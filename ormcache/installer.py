@@ -1,0 +1,66 @@
+"""Caching for models whose code we do not own (``auth.Group``, third-party apps).
+
+A model named in ``ORMCACHE["MODELS"]`` (by ``"app.model"`` or ``"app.*"``)
+whose managers do not produce CachedQuerySets gets caching at app ready. Only
+that model's manager *instances* change class (to a subclass that mixes
+caching into their QuerySet class); no Django class and no other model is
+touched, and the managers still deconstruct to their original class for
+migrations.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Iterable
+from typing import Any
+
+from . import conf
+from .query import CachedQuerySetMixin
+
+
+def install_listed_models(models: Iterable[Any]) -> list[Any]:
+    """Install caching on every listed, enabled model that lacks it; return those models."""
+    installed = []
+    for model in models:
+        policy = conf.policy_for(model)
+        if policy.listed and policy.enabled and install(model):
+            installed.append(model)
+    return installed
+
+
+def install(model: Any) -> bool:
+    changed = False
+    for manager in model._meta.managers:
+        queryset_class = getattr(manager, "_queryset_class", None)
+        if queryset_class is None or issubclass(queryset_class, CachedQuerySetMixin):
+            continue
+        manager.__class__ = _caching_manager_class(manager.__class__, queryset_class)
+        changed = True
+    return changed
+
+
+@functools.cache
+def _caching_manager_class(manager_class: type, queryset_class: type) -> type:
+    cached_queryset = type(
+        f"Cached{queryset_class.__name__}", (CachedQuerySetMixin, queryset_class), {}
+    )
+
+    def deconstruct(self: Any) -> Any:
+        # Migrations must reference the original, importable manager class.
+        original = copy.copy(self)
+        original.__class__ = manager_class
+        return original.deconstruct()
+
+    return type(
+        manager_class.__name__,
+        (manager_class,),
+        {
+            "_queryset_class": cached_queryset,
+            "deconstruct": deconstruct,
+            "nocache": lambda self: self.get_queryset().nocache(),
+            "cache": lambda self, timeout=None: self.get_queryset().cache(timeout),
+            "__module__": manager_class.__module__,
+            "_ormcache_installed": True,
+        },
+    )

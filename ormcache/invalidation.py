@@ -1,0 +1,102 @@
+"""The write path: every statement that writes a table bumps that table's version.
+
+One execute wrapper on every database connection sees every statement Django
+sends, from the ORM or from ``connection.cursor()``. After a write statement it
+bumps the versions of the tables the statement wrote (plus the tables the
+database writes by itself through ``DB_CASCADE``-style foreign keys).
+
+invariant 1 (never stale after commit): in autocommit the statement has
+committed when it returns, so the bump follows the commit. Inside a transaction
+the bump happens now (so readers stop trusting entries made before the write)
+and again in ``on_commit`` (invariant 3: a reader that filled the cache with
+pre-commit rows in between wrote them under a version that the commit bump
+kills).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import connections
+
+from . import signals, statements, tables, transaction, versions
+
+logger = logging.getLogger("ormcache")
+
+
+def watch_writes(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+    """The execute wrapper installed on every connection (see apps.py)."""
+    try:
+        return execute(sql, params, many, context)
+    finally:
+        # Bump even when the statement failed: a partial write is still a write,
+        # and an extra bump only costs a miss.
+        written = statements.tables_written(sql) if isinstance(sql, str) else statements.EVERYTHING
+        if written:
+            after_write(context["connection"], written)
+
+
+def after_write(connection: Any, written: frozenset[str]) -> None:
+    if written is statements.EVERYTHING:
+        invalidate_everything(connection)
+        return
+    cascaded = set(written)
+    for table in written:
+        cascaded |= tables.database_cascades(table)
+    bump = _bumper(connection.alias)
+    if transaction.in_user_transaction(connection):
+        transaction.record_write(connection, cascaded, bump)
+    bump(cascaded)
+
+
+def _bumper(db_alias: str) -> Any:
+    def bump(written: Iterable[str]) -> None:
+        bump_tables(db_alias, written)
+
+    return bump
+
+
+def bump_tables(db_alias: str, written: Iterable[str]) -> None:
+    written = frozenset(written)
+    started = time.perf_counter()
+    versions.bump_tables(db_alias, written)
+    if signals.invalidated.receivers:
+        labels = tables.labels_for_tables(written)
+        models = [m for t in sorted(written) for m in tables.models_for_table(t)]
+        signals.invalidated.send(
+            models[0] if models else None,
+            labels=labels,
+            db_alias=db_alias,
+            tables=tuple(sorted(written)),
+            key=None,
+            elapsed=time.perf_counter() - started,
+        )
+
+
+def invalidate_everything(connection: Any = None) -> None:
+    """Bump the global version: every cached result of every database is dead."""
+    started = time.perf_counter()
+    versions.bump_global()
+    if connection is not None and transaction.in_user_transaction(connection):
+        transaction.record_write(connection, {"*"}, lambda _tables: versions.bump_global())
+    if signals.invalidated.receivers:
+        signals.invalidated.send(
+            None,
+            labels=("*",),
+            db_alias=getattr(connection, "alias", None),
+            tables=("*",),
+            key=None,
+            elapsed=time.perf_counter() - started,
+        )
+
+
+def invalidate_models(models: Iterable[Any]) -> None:
+    """Bump the tables of ``models`` on every database alias."""
+    written: set[str] = set()
+    for model in models:
+        written |= tables.tables_of_model(model)
+    for db_alias in connections:
+        bump_tables(db_alias, written)

@@ -1,0 +1,84 @@
+"""Cache keys: one per (database alias, table) version, one per cached result.
+
+Version keys are readable (``ormcache:v:default:blog_post``) so operators can
+inspect them; result keys are a digest of everything that determines the rows:
+the database alias, the SQL, its parameters and the result shape. Parameters
+are frozen into a text that is unique per type and value; a parameter of a type
+we cannot freeze faithfully makes the query uncacheable rather than risk two
+different queries sharing a key.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import hashlib
+import re
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+PREFIX = "ormcache"
+#: Bumped whenever the layout of stored entries changes, so old entries are misses.
+ENTRY_FORMAT = 1
+#: The version every entry also depends on; ``invalidate_all()`` bumps it.
+GLOBAL_VERSION_KEY = f"{PREFIX}:v:*"
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.$-]{1,120}$")
+_FROZEN_TYPES = (
+    str,
+    int,
+    float,
+    bool,
+    type(None),
+    bytes,
+    decimal.Decimal,
+    datetime.date,
+    datetime.datetime,
+    datetime.time,
+    datetime.timedelta,
+    uuid.UUID,
+)
+
+
+class Uncacheable(Exception):
+    """Raised while planning a read that must go to the database."""
+
+
+def _safe(name: str) -> str:
+    if _SAFE_NAME.match(name):
+        return name
+    return "h" + hashlib.blake2b(name.encode(), digest_size=10).hexdigest()
+
+
+def version_key(db_alias: str, table: str) -> str:
+    # Lower-cased: SQLite and unquoted PostgreSQL names ignore case, so a raw
+    # ``UPDATE MyTable`` must bump the same version as the ORM's "MyTable".
+    return f"{PREFIX}:v:{_safe(db_alias)}:{_safe(table.lower())}"
+
+
+def version_keys(db_alias: str, tables: Iterable[str]) -> list[str]:
+    return [version_key(db_alias, table) for table in sorted(tables)]
+
+
+def freeze_params(params: Any) -> str:
+    """A text that differs whenever the parameters differ in type or value."""
+    return repr(_freeze(params))
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, _FROZEN_TYPES):
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(item) for item in value)
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    raise Uncacheable(f"parameter of type {type(value).__name__} has no faithful key")
+
+
+def result_key(db_alias: str, sql: str, frozen_params: str, shape: str) -> str:
+    digest = hashlib.blake2b(digest_size=20)
+    for part in (db_alias, shape, sql, frozen_params):
+        digest.update(part.encode("utf-8", "surrogatepass"))
+        digest.update(b"\x00")
+    return f"{PREFIX}:r:{digest.hexdigest()}"

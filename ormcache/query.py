@@ -1,0 +1,239 @@
+"""CachedQuerySet, CachedManager and the compiler hook they reach.
+
+The hook sits where Django turns a query into rows: ``SQLCompiler.execute_sql``
+for reads that return rows (iteration, ``get``, ``first``, ``exists``,
+``values``, ``in_bulk``, prefetches, ``union``...) and
+``Query.get_aggregation`` for ``count()`` and ``aggregate()``, whose subquery
+form (over sliced, distinct or grouped querysets) builds an ``AggregateQuery``
+that never passes through our compiler. Both are reached only through
+``CachedQuery``, the Query class a CachedQuerySet uses: no Django class is
+patched.
+
+Entries hold the raw rows the database returned, before Django's converters,
+so every hit builds fresh model instances and nothing mutable is shared.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, TypeVar
+
+from django.core.exceptions import EmptyResultSet
+from django.db import connections, models
+from django.db.models.sql.compiler import SQLCompiler, cursor_iter
+from django.db.models.sql.constants import GET_ITERATOR_CHUNK_SIZE, MULTI, SINGLE
+from django.db.models.sql.query import Query
+
+from . import dependencies, reads
+
+_QS = TypeVar("_QS", bound="CachedQuerySetMixin")
+
+try:  # Django >= 4.2 signals "no WHERE needed" with FullResultSet.
+    from django.core.exceptions import FullResultSet
+except ImportError:  # pragma: no cover
+    FullResultSet = EmptyResultSet  # type: ignore[misc,assignment]
+
+
+class CachingCompilerMixin:
+    """Serves MULTI and SINGLE results of read queries through ``reads.fetch``."""
+
+    query: Query
+    connection: Any
+    using: str | None
+    col_count: int
+    has_extra_select: bool
+
+    def execute_sql(
+        self,
+        result_type: Any = MULTI,
+        chunked_fetch: bool = False,
+        chunk_size: int = GET_ITERATOR_CHUNK_SIZE,
+    ) -> Any:
+        parent = super().execute_sql  # type: ignore[misc]
+        if chunked_fetch or result_type not in (MULTI, SINGLE) or not _wants_cache(self.query):
+            # iterator() streams: nothing to keep.
+            return parent(result_type, chunked_fetch, chunk_size)
+        try:
+            sql, params = self.as_sql()  # type: ignore[attr-defined]
+        except EmptyResultSet:
+            return parent(result_type, chunked_fetch, chunk_size)
+        if not sql:
+            return parent(result_type, chunked_fetch, chunk_size)
+        return reads.fetch(
+            model=self.query.model,
+            db_alias=self.connection.alias,
+            sql=sql,
+            params=params,
+            shape=f"{'multi' if result_type == MULTI else 'single'}:{self.col_count}",
+            find_dependencies=lambda: dependencies.tables_read(self.query),
+            run=functools.partial(self._run, sql, params, result_type, chunk_size),
+            timeout=self.query.ormcache_timeout,
+        )
+
+    def _run(self, sql: str, params: Any, result_type: Any, chunk_size: int) -> Any:
+        """Run SQL already compiled (as execute_sql would) and materialise the rows."""
+        cursor = self.connection.cursor()
+        try:
+            cursor.execute(sql, params)
+        except Exception:
+            cursor.close()
+            raise
+        if result_type == SINGLE:
+            try:
+                row = cursor.fetchone()
+                return row[0 : self.col_count] if row else row
+            finally:
+                cursor.close()
+        return list(
+            cursor_iter(
+                cursor,
+                self.connection.features.empty_fetchmany_value,
+                self.col_count if self.has_extra_select else None,
+                chunk_size,
+            )
+        )
+
+
+@functools.cache
+def caching_compiler(base: type) -> type:
+    """The caching subclass of a backend's SQLCompiler class (made once per class)."""
+    return type(f"Caching{base.__name__}", (CachingCompilerMixin, base), {})
+
+
+def _wants_cache(query: Query) -> bool:
+    return getattr(query, "ormcache_enabled", False) and not reads.is_disabled()
+
+
+class CachedQuery(Query):
+    """A Query whose compiler and aggregations go through the cache.
+
+    ``ormcache_enabled`` and ``ormcache_timeout`` live in the instance dict, which
+    ``Query.clone`` copies, so ``nocache()``/``cache()`` survive chaining.
+    """
+
+    ormcache_enabled = True
+    ormcache_timeout: int | None = None
+
+    def get_compiler(
+        self, using: str | None = None, connection: Any = None, elide_empty: bool = True
+    ) -> SQLCompiler:
+        if using is None and connection is None:
+            raise ValueError("Need either using or connection")
+        if using:
+            connection = connections[using]
+        base = connection.ops.compiler(self.compiler)
+        if base is not SQLCompiler and not issubclass(base, SQLCompiler):
+            return base(self, connection, using, elide_empty)
+        return caching_compiler(base)(self, connection, using, elide_empty)
+
+    def get_aggregation(self, using: str, aggregate_exprs: dict[str, Any]) -> dict[str, Any]:
+        parent = super().get_aggregation
+        if not aggregate_exprs or not _wants_cache(self):
+            return parent(using, aggregate_exprs)
+        try:
+            signature = _aggregation_signature(self, using, aggregate_exprs)
+        except (EmptyResultSet, FullResultSet):
+            return parent(using, aggregate_exprs)
+        except Exception:
+            # Let Django raise its own error for an invalid aggregate.
+            return parent(using, aggregate_exprs)
+        sql, params, probe, resolved = signature
+
+        def run() -> dict[str, Any]:
+            token = reads._filling_aggregate.set(True)
+            try:
+                return parent(using, aggregate_exprs)
+            finally:
+                reads._filling_aggregate.reset(token)
+
+        return reads.fetch(
+            model=self.model,
+            db_alias=using,
+            sql=sql,
+            params=params,
+            shape="aggregate",
+            find_dependencies=lambda: dependencies.tables_read(probe, *resolved),
+            run=run,
+            timeout=self.ormcache_timeout,
+        )
+
+
+def _aggregation_signature(query: Query, using: str, aggregate_exprs: dict[str, Any]) -> Any:
+    """SQL text and params that identify ``aggregate(**aggregate_exprs)`` over ``query``.
+
+    Django builds the real aggregation query inside ``get_aggregation`` (possibly
+    around a subquery) and runs it at once, so we identify the request by what
+    determines its result: the query with the joins the aggregates need, and the
+    SQL of each aggregate resolved against it. The same text means the same
+    result; a different request can only make a different text.
+    """
+    probe = query.clone()
+    resolved = {
+        alias: expression.resolve_expression(probe, allow_joins=True, reuse=None, summarize=True)
+        for alias, expression in aggregate_exprs.items()
+    }
+    compiler = probe.get_compiler(using)
+    sql, params = compiler.as_sql()
+    parts, all_params = [sql], list(params)
+    for alias, expression in resolved.items():
+        expression_sql, expression_params = compiler.compile(expression)
+        parts.append(f"{alias}={expression_sql}")
+        all_params.extend(expression_params)
+    return "\n".join(parts), tuple(all_params), probe, list(resolved.values())
+
+
+class CachedQuerySetMixin:
+    """Add to your own QuerySet class to cache it: ``class MyQS(CachedQuerySetMixin, QuerySet)``."""
+
+    query: Any
+
+    def __init__(
+        self,
+        model: Any = None,
+        query: Any = None,
+        using: str | None = None,
+        hints: dict | None = None,
+    ) -> None:
+        if query is None and model is not None:
+            query = CachedQuery(model)
+        super().__init__(model=model, query=query, using=using, hints=hints)  # type: ignore[call-arg]
+
+    def nocache(self: _QS) -> _QS:
+        """This queryset (and what is chained from it) always goes to the database."""
+        clone = self._chain()  # type: ignore[attr-defined]
+        clone.query.ormcache_enabled = False
+        return clone
+
+    def cache(self: _QS, timeout: int | None = None) -> _QS:
+        """Cache this queryset (undoing ``nocache()``), optionally with its own timeout.
+
+        A model whose policy disables caching is still never cached.
+        """
+        if timeout is not None and (not isinstance(timeout, int) or timeout < 0):
+            raise ValueError("timeout must be a non-negative int or None")
+        clone = self._chain()  # type: ignore[attr-defined]
+        clone.query.ormcache_enabled = True
+        clone.query.ormcache_timeout = timeout
+        return clone
+
+
+class CachedQuerySet(CachedQuerySetMixin, models.QuerySet):
+    """A QuerySet whose reads are served from the cache while they are current."""
+
+
+class CachedManager(models.Manager.from_queryset(CachedQuerySet)):  # type: ignore[misc]
+    """``objects = CachedManager()``: the model's reads go through ormcache."""
+
+    @classmethod
+    def from_queryset(cls, queryset_class: type, class_name: str | None = None) -> type:
+        """Like Manager.from_queryset, mixing caching into a plain QuerySet class."""
+        if not issubclass(queryset_class, CachedQuerySetMixin):
+            queryset_class = type(
+                queryset_class.__name__,
+                (CachedQuerySetMixin, queryset_class),
+                {
+                    "__module__": queryset_class.__module__,
+                    "__qualname__": queryset_class.__qualname__,
+                },
+            )
+        return super().from_queryset(queryset_class, class_name)

@@ -1,0 +1,249 @@
+"""The read path: serve a query's rows from the cache, or run it and store them.
+
+One function, ``fetch``, used by the SQL compiler hook (rows of iteration,
+``get``, ``exists``, ``values``...) and by the aggregation hook (``count``,
+``aggregate``). For one read it:
+
+1. builds the result key from the database alias, SQL, parameters and shape;
+2. finds the tables the query reads (memoised per SQL text: the text names them);
+3. fetches the result key and the version keys of those tables in one
+   ``get_many`` (a hit costs one round trip);
+4. serves the stored rows iff the versions stored with them equal the current
+   ones; otherwise runs the query and stores the rows with the versions read
+   *before* running it.
+
+invariant 3 (no stale fill): the snapshot is taken before the query runs, so a
+write that commits and bumps while the query is in flight makes the stored
+entry dead on arrival.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from django.db import connections
+
+from . import conf, keys, signals, tables, transaction, versions
+from .keys import Uncacheable
+
+logger = logging.getLogger("ormcache")
+
+_disabled_depth: contextvars.ContextVar[int] = contextvars.ContextVar(
+    "ormcache_disabled", default=0
+)
+# Set while an aggregation is being filled, so the inner SQL is not cached twice.
+_filling_aggregate: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "ormcache_filling_aggregate", default=False
+)
+
+_MEMO_SIZE = 2048
+_dependency_memo: OrderedDict[str, frozenset[str] | str] = OrderedDict()
+
+
+def is_disabled() -> bool:
+    return _disabled_depth.get() > 0 or not conf.is_enabled()
+
+
+def dependencies(sql: str, find: Callable[[], frozenset[str]]) -> frozenset[str]:
+    """The tables read by ``sql``; ``find()`` computes them on the first sight of it."""
+    found = _dependency_memo.get(sql)
+    if found is None:
+        try:
+            found = find()
+        except Uncacheable as exc:
+            found = str(exc)
+        _dependency_memo[sql] = found
+        if len(_dependency_memo) > _MEMO_SIZE:
+            _dependency_memo.popitem(last=False)
+    if isinstance(found, str):
+        raise Uncacheable(found)
+    return found
+
+
+def _policies(model: Any, deps: frozenset[str]) -> tuple[int | None, tuple[str, ...]]:
+    """The timeout for an entry, and the labels involved; Uncacheable if any is off."""
+    timeouts: list[int] = []
+    involved = [model]
+    for table in deps:
+        involved.extend(tables.models_for_table(table))
+    labels = []
+    for each in involved:
+        policy = conf.policy_for(each)
+        if not policy.enabled:
+            # A disabled model is never served from the cache, also not in a join.
+            raise Uncacheable(f"caching is disabled for {each._meta.label_lower}")
+        if policy.timeout is not None:
+            timeouts.append(policy.timeout)
+        labels.append(each._meta.label_lower)
+    return (min(timeouts) if timeouts else None), tuple(sorted(set(labels)))
+
+
+def fetch(
+    *,
+    model: Any,
+    db_alias: str,
+    sql: str,
+    params: Any,
+    shape: str,
+    find_dependencies: Callable[[], frozenset[str]],
+    run: Callable[[], Any],
+    timeout: Any = None,
+) -> Any:
+    """Return what ``run()`` returns, from the cache when a current entry exists."""
+    if is_disabled() or _filling_aggregate.get():
+        return run()
+    try:
+        deps = dependencies(sql, find_dependencies)
+        policy_timeout, labels = _policies(model, deps)
+        key = keys.result_key(db_alias, sql, keys.freeze_params(params), shape)
+    except Uncacheable as exc:
+        logger.debug("ormcache: not caching (%s): %s", exc, sql)
+        return run()
+    connection = connections[db_alias]
+    dirty = transaction.dirty_tables(connection)
+    if dirty and ("*" in dirty or not dirty.isdisjoint(deps)):
+        # invariant 2: the transaction wrote these tables; only the database has its rows.
+        return run()
+
+    started = time.perf_counter()
+    version_keys = [keys.GLOBAL_VERSION_KEY, *keys.version_keys(db_alias, deps)]
+    cache = versions.get_cache()
+    try:
+        found = versions.read_many(cache, [key, *version_keys])
+    except versions.CacheUnavailable:
+        return run()
+    current = [found.get(version_key) for version_key in version_keys]
+    entry = found.get(key)
+    if (
+        None not in current
+        and isinstance(entry, tuple)
+        and len(entry) == 3
+        and entry[0] == keys.ENTRY_FORMAT
+        and entry[1] == tuple(current)
+    ):
+        if signals.cache_hit.receivers:
+            signals.cache_hit.send(
+                model,
+                labels=labels,
+                db_alias=db_alias,
+                key=key,
+                elapsed=time.perf_counter() - started,
+            )
+        return entry[2]
+
+    # Miss. invariant 3: take the snapshot before running the query.
+    if None in current:
+        missing = [k for k, token in zip(version_keys, current, strict=True) if token is None]
+        try:
+            installed = versions.ensure(cache, missing)
+        except versions.CacheUnavailable:
+            return run()
+        current = [installed.get(k, token) for k, token in zip(version_keys, current, strict=True)]
+    snapshot = tuple(current)
+    if signals.cache_miss.receivers:
+        signals.cache_miss.send(
+            model,
+            labels=labels,
+            db_alias=db_alias,
+            key=key,
+            elapsed=time.perf_counter() - started,
+        )
+    result = run()
+    if transaction.in_user_transaction(connection) and _sees_a_snapshot(connection):
+        return result
+    _store(cache, key, snapshot, result, _timeout(timeout, policy_timeout), model, labels, db_alias)
+    return result
+
+
+def _timeout(requested: Any, policy_timeout: int | None) -> int | None:
+    if requested is not None:
+        return requested
+    return policy_timeout
+
+
+def _store(
+    cache: Any,
+    key: str,
+    snapshot: tuple,
+    result: Any,
+    timeout: int | None,
+    model: Any,
+    labels: tuple[str, ...],
+    db_alias: str,
+) -> None:
+    started = time.perf_counter()
+    try:
+        cache.set(key, (keys.ENTRY_FORMAT, snapshot, result), timeout=timeout)
+    except Exception as exc:
+        # Unpicklable rows (e.g. memoryview columns) or a cache failure: serve uncached.
+        logger.warning("ormcache: could not store a result: %s", exc)
+        return
+    if signals.cache_stored.receivers:
+        signals.cache_stored.send(
+            model,
+            labels=labels,
+            db_alias=db_alias,
+            key=key,
+            elapsed=time.perf_counter() - started,
+        )
+
+
+def _sees_a_snapshot(connection: Any) -> bool:
+    """True for REPEATABLE READ / SERIALIZABLE: the rows may be older than committed data."""
+    level = getattr(connection, "isolation_level", None)
+    if connection.vendor == "postgresql":
+        try:
+            from psycopg import IsolationLevel
+
+            return level in (IsolationLevel.REPEATABLE_READ, IsolationLevel.SERIALIZABLE)
+        except ImportError:  # psycopg2
+            return level in (3, 4)
+    if connection.vendor == "mysql":
+        return (connection.isolation_level or "repeatable read") in (
+            "repeatable read",
+            "serializable",
+        )
+    return False
+
+
+class disabled:
+    """Turn the cache off for reads (``with ormcache.disabled():`` or ``@ormcache.disabled()``).
+
+    Reads inside go to the database and store nothing; writes still invalidate.
+    Exception-safe, nestable, and scoped by contextvars (per thread and per task).
+    """
+
+    def __init__(self) -> None:
+        self._tokens: list[contextvars.Token[int]] = []
+
+    def __enter__(self) -> disabled:
+        self._tokens.append(_disabled_depth.set(_disabled_depth.get() + 1))
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        _disabled_depth.reset(self._tokens.pop())
+
+    def __call__(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        import functools
+        import inspect
+
+        if inspect.iscoroutinefunction(function):
+
+            @functools.wraps(function)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with disabled():
+                    return await function(*args, **kwargs)
+
+            return async_wrapper
+
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with disabled():
+                return function(*args, **kwargs)
+
+        return wrapper

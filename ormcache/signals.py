@@ -1,0 +1,20 @@
+"""blinker signals for metrics, logging and debugging.
+
+Each is sent only when it has receivers, so an unobserved hit pays nothing.
+Keyword arguments (all signals): ``labels`` (tuple of model labels involved),
+``db_alias``, ``key`` (the result key, or None for invalidations), ``elapsed``
+(seconds spent). ``invalidated`` also gets ``tables``. The sender is the model
+class the query was made on (for invalidations: the first model written, or
+None when the tables are not models).
+"""
+
+from blinker import Namespace
+
+_signals = Namespace()
+
+cache_hit = _signals.signal("ormcache.cache-hit", doc="A read was served from the cache.")
+cache_miss = _signals.signal("ormcache.cache-miss", doc="A cacheable read went to the database.")
+cache_stored = _signals.signal("ormcache.cache-stored", doc="A read result was stored.")
+invalidated = _signals.signal("ormcache.invalidated", doc="Table versions were bumped.")
+
+__all__ = ["cache_hit", "cache_miss", "cache_stored", "invalidated"]

@@ -1,0 +1,135 @@
+"""A small blog: the schema used by the demo, the tests and the benchmarks.
+
+It covers the relation kinds a cache has to get right: foreign keys with
+cascades, many-to-many (auto and explicit through tables), multi-table
+inheritance, a proxy model, and a model that is deliberately not cached.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+from ormcache import CachedManager
+
+
+class Author(models.Model):
+    name = models.CharField(max_length=100)
+    email = models.EmailField(blank=True)
+    bio = models.TextField(blank=True)
+
+    objects = CachedManager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Tag(models.Model):
+    name = models.CharField(max_length=50, unique=True)
+
+    objects = CachedManager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Post(models.Model):
+    author = models.ForeignKey(Author, on_delete=models.CASCADE, related_name="posts")
+    title = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=200)
+    body = models.TextField(blank=True)
+    published = models.BooleanField(default=True)
+    pub_date = models.DateTimeField(default=timezone.now)
+    rating = models.IntegerField(default=0)
+    views = models.IntegerField(default=0)
+    tags = models.ManyToManyField(Tag, related_name="posts", blank=True)
+
+    objects = CachedManager()
+
+    class Meta:
+        ordering = ["-pub_date", "id"]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def get_absolute_url(self) -> str:
+        return reverse("blog:post-detail", args=[self.pk])
+
+
+class FeaturedPost(Post):
+    """Multi-table inheritance: reads join the parent table."""
+
+    headline = models.CharField(max_length=200, blank=True)
+
+    objects = CachedManager()
+
+
+class PublishedPost(Post):
+    """Proxy model: shares the post table."""
+
+    class Meta:
+        proxy = True
+
+    objects = CachedManager()
+
+
+class Comment(models.Model):
+    post = models.ForeignKey(Post, on_delete=models.CASCADE, related_name="comments")
+    author_name = models.CharField(max_length=100)
+    body = models.TextField()
+    created = models.DateTimeField(default=timezone.now)
+    approved = models.BooleanField(default=True)
+
+    objects = CachedManager()
+
+    class Meta:
+        ordering = ["created", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.author_name} on {self.post_id}"
+
+
+class Category(models.Model):
+    """An explicit through model for many-to-many."""
+
+    name = models.CharField(max_length=50)
+    posts = models.ManyToManyField(Post, through="Categorisation", related_name="categories")
+
+    objects = CachedManager()
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Categorisation(models.Model):
+    category = models.ForeignKey(Category, on_delete=models.CASCADE)
+    post = models.ForeignKey(Post, on_delete=models.CASCADE)
+    weight = models.IntegerField(default=0)
+
+    objects = CachedManager()
+
+
+class Bookmark(models.Model):
+    """Per-user data: the policy marks it user_scoped, so pages reading it are private."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    post = models.ForeignKey(Post, on_delete=models.CASCADE, related_name="bookmarks")
+    created = models.DateTimeField(default=timezone.now)
+
+    objects = CachedManager()
+
+
+class AuditEntry(models.Model):
+    """Volatile and write-heavy: a plain manager, never cached."""
+
+    message = models.CharField(max_length=200)
+    created = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.message

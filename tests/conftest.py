@@ -1,0 +1,88 @@
+"""Shared fixtures: every test that takes ``backend`` runs once per backend pair.
+
+Pairs: SQLite + locmem, and PostgreSQL + Redis. The second needs the services
+``scripts/test`` starts; without them it is skipped, except under ``CI=true``
+where a missing service is an error.
+"""
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pytest
+from django.conf import settings
+from django.core.cache import caches
+from django.db import connections
+from django.test.utils import CaptureQueriesContext, override_settings
+
+from tests.routing import current_alias
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+HAVE_POSTGRES_REDIS = "pg" in settings.DATABASES and "redis" in settings.CACHES
+
+if IN_CI and not HAVE_POSTGRES_REDIS:
+    raise pytest.UsageError(
+        "CI=true but PostgreSQL and Redis are not configured: run the suite with scripts/test."
+    )
+
+BACKEND_PAIRS = [
+    pytest.param(("default", "default"), id="sqlite-locmem"),
+    pytest.param(
+        ("pg", "redis"),
+        id="postgres-redis",
+        marks=pytest.mark.skipif(
+            not HAVE_POSTGRES_REDIS, reason="PostgreSQL/Redis not running (use scripts/test)"
+        ),
+    ),
+]
+
+
+@dataclass
+class Backend:
+    db_alias: str
+    cache_alias: str
+
+    @property
+    def connection(self):
+        return connections[self.db_alias]
+
+    @property
+    def cache(self):
+        return caches[self.cache_alias]
+
+    @contextmanager
+    def queries(self):
+        """Capture the SQL statements run on this backend's database."""
+        with CaptureQueriesContext(self.connection) as captured:
+            yield captured
+
+    def settings(self, **overrides):
+        """override_settings for ORMCACHE, keeping this backend's cache alias."""
+        value = {**settings.ORMCACHE, "CACHE": self.cache_alias, **overrides}
+        return override_settings(ORMCACHE=value)
+
+
+def pytest_collection_modifyitems(items):
+    """Tests taking ``backend`` may use every database; keep their transaction flag."""
+    all_databases = list(settings.DATABASES)
+    for item in items:
+        if "backend" not in getattr(item, "fixturenames", ()):
+            continue
+        marker = item.get_closest_marker("django_db")
+        kwargs = dict(marker.kwargs) if marker else {}
+        kwargs["databases"] = all_databases
+        item.add_marker(pytest.mark.django_db(**kwargs))
+
+
+@pytest.fixture(params=BACKEND_PAIRS)
+def backend(request):
+    db_alias, cache_alias = request.param
+    token = current_alias.set(db_alias)
+    pair = Backend(db_alias, cache_alias)
+    pair.cache.clear()
+    with pair.settings():
+        try:
+            yield pair
+        finally:
+            current_alias.reset(token)
+            pair.cache.clear()

@@ -1,0 +1,84 @@
+"""Settings for the test suite.
+
+Two backend pairs: SQLite + locmem (always) and PostgreSQL + Redis (when
+``scripts/test`` started them and exported their addresses). ``conftest.py``
+parametrises tests over the pairs; a router sends every query to the pair of
+the running test.
+"""
+
+import os
+
+SECRET_KEY = "ormcache-tests"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ROOT_URLCONF = "testproject.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "ormcache",
+    "testproject.blog",
+]
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+PG_HOST = os.environ.get("ORMCACHE_TEST_PG_HOST")
+REDIS_URL = os.environ.get("ORMCACHE_TEST_REDIS_URL")
+
+if PG_HOST:
+    DATABASES["pg"] = {
+        "ENGINE": "django.db.backends.postgresql",
+        "HOST": PG_HOST,
+        "PORT": os.environ.get("ORMCACHE_TEST_PG_PORT", "5432"),
+        "USER": os.environ.get("ORMCACHE_TEST_PG_USER", "postgres"),
+        "NAME": "ormcache",
+        "TEST": {"NAME": "test_ormcache"},
+    }
+if REDIS_URL:
+    CACHES["redis"] = {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
+    }
+
+DATABASE_ROUTERS = ["tests.routing.BackendRouter"]
+
+ORMCACHE = {
+    "CACHE": "default",
+    "TIMEOUT": 300,
+    "MODELS": {
+        "blog.*": {"enabled": True},
+        "blog.auditentry": {"enabled": False},
+        "blog.bookmark": {"user_scoped": True},
+        "auth.group": {"enabled": True},
+    },
+}
+SILENCED_SYSTEM_CHECKS = ["ormcache.W001"]
