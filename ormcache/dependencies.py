@@ -89,6 +89,9 @@ def _visit_query(query: Query, tables: set[str]) -> None:
         raise Uncacheable("select_for_update takes locks")
     if query.extra_tables:
         raise Uncacheable("extra(tables=...) reads tables the ORM does not describe")
+    if query.model is not None:
+        # The base table joins alias_map only when the query is compiled.
+        tables.add(query.get_meta().db_table)
     for alias, table in query.alias_map.items():
         if isinstance(table, (BaseTable, Join)) and isinstance(table.table_name, str):
             tables.add(table.table_name)

@@ -27,10 +27,17 @@ class Author(models.Model):
         return self.name
 
 
+class TagQuerySet(models.QuerySet):
+    """A plain QuerySet with a custom method: CachedManager.from_queryset caches it."""
+
+    def popular(self, minimum: int = 1) -> models.QuerySet:
+        return self.annotate(post_count=models.Count("posts")).filter(post_count__gte=minimum)
+
+
 class Tag(models.Model):
     name = models.CharField(max_length=50, unique=True)
 
-    objects = CachedManager()
+    objects = CachedManager.from_queryset(TagQuerySet)()
 
     class Meta:
         ordering = ["name"]

@@ -1,0 +1,92 @@
+"""System checks: every bad setting is reported at start with an id and a hint."""
+
+import pytest
+from django.core import checks
+from django.test.utils import override_settings
+
+from ormcache.checks import check_settings
+
+LOCMEM = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+REDISH = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "shared": {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": "/tmp/x",
+    },
+}
+
+
+def ids(value, caches=REDISH):
+    with override_settings(ORMCACHE=value, CACHES=caches):
+        found = check_settings()
+    for message in found:
+        assert message.hint, f"{message.id} has no hint"
+    return sorted(message.id for message in found)
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("not a dict", ["ormcache.E001"]),
+        ({"CACHE": "shared", "TIMEOUTS": 3}, ["ormcache.E002"]),
+        ({"CACHE": "nope"}, ["ormcache.E003"]),
+        ({"CACHE": "shared", "TIMEOUT": -1}, ["ormcache.E004"]),
+        ({"CACHE": "shared", "TIMEOUT": "60"}, ["ormcache.E004"]),
+        ({"CACHE": "shared", "TIMEOUT": 1.5}, ["ormcache.E004"]),
+        ({"CACHE": "shared", "MODELS": ["blog.post"]}, ["ormcache.E005"]),
+        ({"CACHE": "shared", "MODELS": {"shop.*": {}}}, ["ormcache.E006"]),
+        ({"CACHE": "shared", "MODELS": {"blog.nothing": {}}}, ["ormcache.E007"]),
+        ({"CACHE": "shared", "MODELS": {"post": {}}}, ["ormcache.E008"]),
+        ({"CACHE": "shared", "MODELS": {"blog.post": True}}, ["ormcache.E009"]),
+        ({"CACHE": "shared", "MODELS": {"blog.post": {"ttl": 3}}}, ["ormcache.E009"]),
+        ({"CACHE": "shared", "MODELS": {"blog.post": {"timeout": -5}}}, ["ormcache.E010"]),
+        ({"CACHE": "shared", "MODELS": {"blog.post": {"timeout": "5"}}}, ["ormcache.E010"]),
+        ({"CACHE": "shared", "MODELS": {"blog.post": {"enabled": "yes"}}}, ["ormcache.E011"]),
+        ({"CACHE": "shared", "MODELS": {"blog.post": {"user_scoped": 1}}}, ["ormcache.E011"]),
+        ({"CACHE": "shared", "ENABLED": "no"}, ["ormcache.E012"]),
+    ],
+)
+def test_bad_settings_are_errors(value, expected):
+    assert ids(value) == expected
+
+
+def test_good_settings_pass():
+    value = {
+        "CACHE": "shared",
+        "TIMEOUT": None,
+        "ENABLED": True,
+        "MODELS": {
+            "*": {"timeout": 60},
+            "blog.*": {"enabled": True},
+            "Blog.Post": {"timeout": 0, "user_scoped": False},
+            "auth.group": {"enabled": True},
+        },
+    }
+    assert ids(value) == []
+
+
+def test_locmem_is_a_warning():
+    assert ids({"CACHE": "default"}, caches=LOCMEM) == ["ormcache.W001"]
+
+
+def test_no_setting_at_all_uses_the_default_cache():
+    from django.conf import settings
+
+    with override_settings(CACHES=LOCMEM):
+        del settings.ORMCACHE
+        assert [m.id for m in check_settings()] == ["ormcache.W001"]
+
+
+def test_checks_are_registered_with_django():
+    with override_settings(ORMCACHE={"CACHE": "nope"}, SILENCED_SYSTEM_CHECKS=[]):
+        found = checks.run_checks(tags=[checks.Tags.caches])
+    assert "ormcache.E003" in [message.id for message in found]
+
+
+def test_manage_py_check_fails_on_bad_settings():
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    with override_settings(ORMCACHE={"MODELS": {"blog.post": {"timeout": -1}}}):
+        with pytest.raises(SystemCheckError, match=r"ormcache\.E010"):
+            call_command("check")
