@@ -87,6 +87,6 @@ def test_manage_py_check_fails_on_bad_settings():
     from django.core.management import call_command
     from django.core.management.base import SystemCheckError
 
-    with override_settings(ORMCACHE={"MODELS": {"blog.post": {"timeout": -1}}}):
-        with pytest.raises(SystemCheckError, match=r"ormcache\.E010"):
-            call_command("check")
+    bad = override_settings(ORMCACHE={"MODELS": {"blog.post": {"timeout": -1}}})
+    with bad, pytest.raises(SystemCheckError, match=r"ormcache\.E010"):
+        call_command("check")
