@@ -57,9 +57,8 @@ class TestTablesRead:
         }
 
     def test_union(self, db):
-        combined = (
-            Post.objects.order_by().values("id").union(Comment.objects.order_by().values("id"))
-        )
+        posts = Post.objects.order_by().values("id")
+        combined = posts.union(Comment.objects.order_by().values("id")).order_by()
         assert tables(combined) == {"blog_post", "blog_comment"}
 
     def test_case_when_over_a_relation(self, db):
