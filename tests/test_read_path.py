@@ -64,11 +64,12 @@ READS = {
     ),
     "distinct": lambda b: list(Tag.objects.filter(posts__published=True).distinct()),
     "slicing": lambda b: list(Post.objects.order_by("id")[2:5]),
-    "union": lambda b: list(
+    "union": lambda b: sorted(
         Post.objects.filter(rating=1)
         .order_by()
         .values_list("id")
         .union(Post.objects.filter(rating=3).order_by().values_list("id"))
+        .order_by()
     ),
     "count-sliced": lambda b: Post.objects.order_by("id")[:5].count(),
     "count-distinct": lambda b: Tag.objects.filter(posts__isnull=False).distinct().count(),
