@@ -15,6 +15,7 @@ so every hit builds fresh model instances and nothing mutable is shared.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 from typing import Any, TypeVar
 
@@ -34,6 +35,19 @@ except ImportError:  # pragma: no cover
     FullResultSet = EmptyResultSet  # type: ignore[misc,assignment]
 
 
+class _SubqueryAggregation(Exception):
+    """Django chose the subquery form of an aggregation (see CachedQuery.get_aggregation)."""
+
+
+class _AggregationProbe:
+    outer_compiled = False
+
+
+_aggregation_probe: contextvars.ContextVar[_AggregationProbe | None] = contextvars.ContextVar(
+    "ormcache_aggregation_probe", default=None
+)
+
+
 class CachingCompilerMixin:
     """Serves MULTI and SINGLE results of read queries through ``reads.fetch``."""
 
@@ -43,12 +57,23 @@ class CachingCompilerMixin:
     col_count: int
     has_extra_select: bool
 
+    def as_sql(self, *args: Any, **kwargs: Any) -> Any:
+        probe = _aggregation_probe.get()
+        if probe is not None and not probe.outer_compiled:
+            # Django is compiling us as the inner query of its own AggregateQuery,
+            # which runs without our compiler: stop before it reaches the database.
+            raise _SubqueryAggregation
+        return super().as_sql(*args, **kwargs)  # type: ignore[misc]
+
     def execute_sql(
         self,
         result_type: Any = MULTI,
         chunked_fetch: bool = False,
         chunk_size: int = GET_ITERATOR_CHUNK_SIZE,
     ) -> Any:
+        probe = _aggregation_probe.get()
+        if probe is not None:
+            probe.outer_compiled = True
         parent = super().execute_sql  # type: ignore[misc]
         if chunked_fetch or result_type not in (MULTI, SINGLE) or not _wants_cache(self.query):
             # iterator() streams: nothing to keep.
@@ -127,9 +152,32 @@ class CachedQuery(Query):
         return caching_compiler(base)(self, connection, using, elide_empty)
 
     def get_aggregation(self, using: str, aggregate_exprs: dict[str, Any]) -> dict[str, Any]:
+        """Cache ``count()``/``aggregate()``.
+
+        The plain form (``SELECT COUNT(*) FROM ...``) runs through our compiler and
+        is cached like any read. The subquery form (over sliced, distinct, grouped
+        or combined querysets) runs through Django's AggregateQuery, which our
+        compiler never executes: the probe notices it compiling our query as its
+        inner query and stops it before the database, and we cache that form by a
+        signature instead.
+        """
         parent = super().get_aggregation
         if not aggregate_exprs or not _wants_cache(self):
             return parent(using, aggregate_exprs)
+        pristine = self.clone()  # get_aggregation mutates its query
+        token = _aggregation_probe.set(_AggregationProbe())
+        try:
+            return parent(using, aggregate_exprs)
+        except _SubqueryAggregation:
+            pass
+        finally:
+            _aggregation_probe.reset(token)
+        return pristine._get_aggregation_by_signature(using, aggregate_exprs)
+
+    def _get_aggregation_by_signature(
+        self, using: str, aggregate_exprs: dict[str, Any]
+    ) -> dict[str, Any]:
+        parent = super().get_aggregation
         try:
             signature = _aggregation_signature(self, using, aggregate_exprs)
         except (EmptyResultSet, FullResultSet):

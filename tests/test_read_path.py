@@ -71,6 +71,9 @@ READS = {
         .union(Post.objects.filter(rating=3).order_by().values_list("id"))
         .order_by()
     ),
+    "count-with-subquery": lambda b: Post.objects.filter(
+        author__in=Author.objects.filter(name__startswith="Author")
+    ).count(),
     "count-sliced": lambda b: Post.objects.order_by("id")[:5].count(),
     "count-distinct": lambda b: Tag.objects.filter(posts__isnull=False).distinct().count(),
     "count-grouped": lambda b: Post.objects.annotate(n=Count("comments")).filter(n__gt=0).count(),

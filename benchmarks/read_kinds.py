@@ -1,0 +1,165 @@
+"""Per read kind: a cache hit against plain Django, on one backend pair.
+
+    python benchmarks/read_kinds.py                     # SQLite + locmem
+    python benchmarks/read_kinds.py --backend postgres-redis   # needs the env vars below
+
+PostgreSQL + Redis use ORMCACHE_TEST_PG_HOST/_PORT/_USER and ORMCACHE_TEST_REDIS_URL
+(``scripts/test`` prints how it starts them). "Plain Django" runs the same code inside
+``ormcache.disabled()``, which sends every read straight to Django's compiler.
+
+This is the small per-kind table of the core issue; the side-by-side suite against
+the peers lives beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import timeit
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def configure(backend: str) -> None:
+    import django
+    from django.conf import settings
+
+    databases = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+    caches = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    if backend == "postgres-redis":
+        databases["default"] = {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": os.environ["ORMCACHE_TEST_PG_HOST"],
+            "PORT": os.environ.get("ORMCACHE_TEST_PG_PORT", "5432"),
+            "USER": os.environ.get("ORMCACHE_TEST_PG_USER", "postgres"),
+            "NAME": "postgres",
+        }
+        caches["default"] = {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": os.environ["ORMCACHE_TEST_REDIS_URL"],
+        }
+    settings.configure(
+        DEBUG=False,
+        USE_TZ=True,
+        SECRET_KEY="bench",
+        DATABASES=databases,
+        CACHES=caches,
+        INSTALLED_APPS=[
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "ormcache",
+            "testproject.blog",
+        ],
+        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+        ORMCACHE={"CACHE": "default", "TIMEOUT": 600},
+    )
+    django.setup()
+
+
+def seed() -> None:
+    import random
+
+    from django.core.management import call_command
+
+    from testproject.blog.models import Author, Comment, Post, Tag
+
+    call_command(
+        "flush", interactive=False, verbosity=0
+    ) if Post.objects.nocache().exists() else None
+    rng = random.Random(7)
+    authors = Author.objects.bulk_create([Author(name=f"Author {i}") for i in range(20)])
+    tags = Tag.objects.bulk_create([Tag(name=f"tag{i}") for i in range(20)])
+    posts = Post.objects.bulk_create(
+        [
+            Post(
+                author=rng.choice(authors),
+                title=f"Post {i}",
+                slug=f"post-{i}",
+                body="x" * 1000,
+                published=rng.random() < 0.8,
+                rating=rng.randint(0, 5),
+            )
+            for i in range(500)
+        ]
+    )
+    Through = Post.tags.through
+    Through.objects.bulk_create(
+        [Through(post=p, tag=t) for p in posts for t in rng.sample(tags, 3)]
+    )
+    Comment.objects.bulk_create(
+        [Comment(post=rng.choice(posts), author_name="r", body="nice") for _ in range(3000)]
+    )
+
+
+def reads():
+    from django.db.models import Avg, Count
+
+    from testproject.blog.models import Author, Post
+
+    post_pk = Post.objects.nocache().order_by("id").values_list("pk", flat=True)[250]
+    author = Author.objects.nocache().order_by("id").first()
+    return {
+        "get by pk": lambda: Post.objects.get(pk=post_pk),
+        "filter 20 + select_related": lambda: list(
+            Post.objects.filter(published=True).select_related("author")[:20]
+        ),
+        "count": lambda: Post.objects.filter(published=True).count(),
+        "exists": lambda: Post.objects.filter(body__contains="y").exists(),
+        "aggregate(Avg, Count)": lambda: Post.objects.filter(published=True).aggregate(
+            Avg("rating"), Count("id")
+        ),
+        "values_list flat": lambda: list(
+            Post.objects.filter(rating=3).values_list("title", flat=True)[:50]
+        ),
+        "prefetch_related m2m": lambda: [
+            [t.name for t in p.tags.all()]
+            for p in Post.objects.filter(author=author).prefetch_related("tags")[:20]
+        ],
+        "comment count (related)": lambda: Post.objects.get(pk=post_pk).comments.count(),
+        "annotate Count": lambda: list(
+            Post.objects.annotate(n=Count("comments")).order_by("-n").values("id", "n")[:10]
+        ),
+    }
+
+
+def median_us(function, number: int, repeat: int) -> float:
+    times = timeit.repeat(function, number=number, repeat=repeat)
+    return statistics.median(times) / number * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--backend", choices=["sqlite-locmem", "postgres-redis"], default="sqlite-locmem"
+    )
+    parser.add_argument("--number", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    configure(args.backend)
+
+    from django.core.management import call_command
+
+    import ormcache
+
+    call_command("migrate", verbosity=0, run_syncdb=True)
+    seed()
+    rows = []
+    for name, read in reads().items():
+        with ormcache.disabled():
+            plain = median_us(read, args.number, args.repeat)
+        read()  # fill
+        hit = median_us(read, args.number, args.repeat)
+        rows.append((name, plain, hit))
+
+    print(f"\nbackend: {args.backend}   (median of {args.repeat} x {args.number} calls, µs/call)\n")
+    print(f"{'read kind':<30} {'plain Django':>13} {'ormcache hit':>13} {'speed-up':>9}")
+    print("-" * 68)
+    for name, plain, hit in rows:
+        print(f"{name:<30} {plain:>13.1f} {hit:>13.1f} {plain / hit:>8.1f}x")
+
+
+if __name__ == "__main__":
+    main()
