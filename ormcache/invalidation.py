@@ -29,6 +29,8 @@ logger = logging.getLogger("ormcache")
 
 def watch_writes(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
     """The execute wrapper installed on every connection (see apps.py)."""
+    connection = context["connection"]
+    transaction.settle(connection)
     try:
         return execute(sql, params, many, context)
     finally:
@@ -36,35 +38,33 @@ def watch_writes(execute: Any, sql: str, params: Any, many: bool, context: Any) 
         # and an extra bump only costs a miss.
         written = statements.tables_written(sql) if isinstance(sql, str) else statements.EVERYTHING
         if written:
-            after_write(context["connection"], written)
+            after_write(connection, written)
 
 
 def after_write(connection: Any, written: frozenset[str]) -> None:
     if written is statements.EVERYTHING:
-        invalidate_everything(connection)
-        return
-    cascaded = set(written)
-    for table in written:
-        cascaded |= tables.database_cascades(table)
-    bump = _bumper(connection.alias)
+        tables_hit = written
+    else:
+        tables_hit = set(written)
+        for table in written:
+            tables_hit |= tables.database_cascades(table)
     if transaction.in_user_transaction(connection):
-        transaction.record_write(connection, cascaded, bump)
-    bump(cascaded)
+        # invariants 1 and 3: pending now (no fills until the end), normal again at commit.
+        transaction.record_write(connection, tables_hit, bump_tables)
+        bump_tables(connection.alias, frozenset(tables_hit), pending=True)
+    else:
+        bump_tables(connection.alias, frozenset(tables_hit))
 
 
-def _bumper(db_alias: str) -> Any:
-    def bump(written: Iterable[str]) -> None:
-        bump_tables(db_alias, written)
-
-    return bump
-
-
-def bump_tables(db_alias: str, written: Iterable[str]) -> None:
-    written = frozenset(written)
+def bump_tables(db_alias: str | None, written: frozenset[str], *, pending: bool = False) -> None:
+    """Bump ``written`` tables of ``db_alias`` (``{"*"}``: everything) and signal it."""
     started = time.perf_counter()
-    versions.bump_tables(db_alias, written)
+    if "*" in written:
+        versions.bump_global(pending=pending)
+    else:
+        versions.bump_tables(db_alias, written, pending=pending)
     if signals.invalidated.receivers:
-        labels = tables.labels_for_tables(written)
+        labels = ("*",) if "*" in written else tables.labels_for_tables(written)
         models = [m for t in sorted(written) for m in tables.models_for_table(t)]
         signals.invalidated.send(
             models[0] if models else None,
@@ -76,21 +76,9 @@ def bump_tables(db_alias: str, written: Iterable[str]) -> None:
         )
 
 
-def invalidate_everything(connection: Any = None) -> None:
+def invalidate_everything() -> None:
     """Bump the global version: every cached result of every database is dead."""
-    started = time.perf_counter()
-    versions.bump_global()
-    if connection is not None and transaction.in_user_transaction(connection):
-        transaction.record_write(connection, {"*"}, lambda _tables: versions.bump_global())
-    if signals.invalidated.receivers:
-        signals.invalidated.send(
-            None,
-            labels=("*",),
-            db_alias=getattr(connection, "alias", None),
-            tables=("*",),
-            key=None,
-            elapsed=time.perf_counter() - started,
-        )
+    bump_tables(None, statements.EVERYTHING)
 
 
 def invalidate_models(models: Iterable[Any]) -> None:
@@ -99,4 +87,4 @@ def invalidate_models(models: Iterable[Any]) -> None:
     for model in models:
         written |= tables.tables_of_model(model)
     for db_alias in connections:
-        bump_tables(db_alias, written)
+        bump_tables(db_alias, frozenset(written))

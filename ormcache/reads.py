@@ -19,11 +19,13 @@ entry dead on arrival.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections
@@ -83,6 +85,62 @@ def _policies(model: Any, deps: frozenset[str]) -> tuple[int | None, tuple[str, 
     return (min(timeouts) if timeouts else None), tuple(sorted(set(labels)))
 
 
+@dataclass(frozen=True)
+class ReadEvent:
+    """One read, as reported to active recorders (the page cache, the stale-save guard).
+
+    ``versions`` maps each version key the read depends on to the token it was
+    read under (taken before the query ran); ``tables`` is None when the read's
+    dependencies are unknown, in which case nothing built from it may be cached.
+    """
+
+    model: Any
+    db_alias: str
+    tables: frozenset[str] | None
+    versions: dict[str, Any]
+    outcome: str  # "hit", "miss" or "bypass"
+    reason: str = ""
+
+
+_recorders: contextvars.ContextVar[tuple[list[ReadEvent], ...]] = contextvars.ContextVar(
+    "ormcache_recorders", default=()
+)
+# Set while ormcache itself runs a read's SQL, so SQL watchers can tell it apart.
+running_cached_read: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "ormcache_running_cached_read", default=False
+)
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[ReadEvent]]:
+    """Collect a ReadEvent for every read made through ormcache inside the block."""
+    events: list[ReadEvent] = []
+    token = _recorders.set((*_recorders.get(), events))
+    try:
+        yield events
+    finally:
+        _recorders.reset(token)
+
+
+def _report(event: ReadEvent) -> None:
+    for events in _recorders.get():
+        events.append(event)
+
+
+def current_versions(db_alias: str, tables: Iterable[str]) -> dict[str, Any] | None:
+    """The tokens a reader of ``tables`` depends on now (installing missing ones), or None."""
+    version_keys = [keys.GLOBAL_VERSION_KEY, *keys.version_keys(db_alias, tables)]
+    cache = versions.get_cache()
+    try:
+        found = versions.read_many(cache, version_keys)
+        missing = [k for k in version_keys if k not in found]
+        if missing:
+            found.update(versions.ensure(cache, missing))
+    except versions.CacheUnavailable:
+        return None
+    return {k: found[k] for k in version_keys}
+
+
 def fetch(
     *,
     model: Any,
@@ -95,20 +153,29 @@ def fetch(
     timeout: Any = None,
 ) -> Any:
     """Return what ``run()`` returns, from the cache when a current entry exists."""
-    if is_disabled() or _filling_aggregate.get():
+    recording_now = bool(_recorders.get())
+    if _filling_aggregate.get() or (is_disabled() and not recording_now):
         return run()
     try:
         deps = dependencies(sql, find_dependencies)
+    except Uncacheable as exc:
+        return _bypass(model, db_alias, None, str(exc), run)
+    if is_disabled():
+        return _bypass(model, db_alias, deps, "disabled", run)
+    try:
         policy_timeout, labels = _policies(model, deps)
         key = keys.result_key(db_alias, sql, keys.freeze_params(params), shape)
     except Uncacheable as exc:
         logger.debug("ormcache: not caching (%s): %s", exc, sql)
-        return run()
+        return _bypass(model, db_alias, deps, str(exc), run)
     connection = connections[db_alias]
     dirty = transaction.dirty_tables(connection)
     if dirty and ("*" in dirty or not dirty.isdisjoint(deps)):
         # invariant 2: the transaction wrote these tables; only the database has its rows.
-        return run()
+        return _bypass(model, db_alias, deps, "written in this transaction", run)
+    if transaction.in_user_transaction(connection) and _sees_a_snapshot(connection):
+        # REPEATABLE READ / SERIALIZABLE: the transaction's rows may be older than the cache's.
+        return _bypass(model, db_alias, deps, "snapshot isolation", run)
 
     started = time.perf_counter()
     version_keys = [keys.GLOBAL_VERSION_KEY, *keys.version_keys(db_alias, deps)]
@@ -116,7 +183,7 @@ def fetch(
     try:
         found = versions.read_many(cache, [key, *version_keys])
     except versions.CacheUnavailable:
-        return run()
+        return _bypass(model, db_alias, deps, "cache unavailable", run)
     current = [found.get(version_key) for version_key in version_keys]
     entry = found.get(key)
     if (
@@ -126,6 +193,12 @@ def fetch(
         and entry[0] == keys.ENTRY_FORMAT
         and entry[1] == tuple(current)
     ):
+        if recording_now:
+            _report(
+                ReadEvent(
+                    model, db_alias, deps, dict(zip(version_keys, current, strict=True)), "hit"
+                )
+            )
         if signals.cache_hit.receivers:
             signals.cache_hit.send(
                 model,
@@ -142,9 +215,13 @@ def fetch(
         try:
             installed = versions.ensure(cache, missing)
         except versions.CacheUnavailable:
-            return run()
+            return _bypass(model, db_alias, deps, "cache unavailable", run)
         current = [installed.get(k, token) for k, token in zip(version_keys, current, strict=True)]
     snapshot = tuple(current)
+    if recording_now:
+        _report(
+            ReadEvent(model, db_alias, deps, dict(zip(version_keys, snapshot, strict=True)), "miss")
+        )
     if signals.cache_miss.receivers:
         signals.cache_miss.send(
             model,
@@ -153,11 +230,41 @@ def fetch(
             key=key,
             elapsed=time.perf_counter() - started,
         )
-    result = run()
-    if transaction.in_user_transaction(connection) and _sees_a_snapshot(connection):
-        return result
-    _store(cache, key, snapshot, result, _timeout(timeout, policy_timeout), model, labels, db_alias)
+    result = _run(run)
+    if versions.storable(snapshot):
+        # A pending token means a transaction wrote a table and has not committed:
+        # what we read may be about to change, so it is not kept.
+        _store(
+            cache, key, snapshot, result, _timeout(timeout, policy_timeout), model, labels, db_alias
+        )
     return result
+
+
+def _run(run: Callable[[], Any]) -> Any:
+    token = running_cached_read.set(True)
+    try:
+        return run()
+    finally:
+        running_cached_read.reset(token)
+
+
+def _bypass(
+    model: Any, db_alias: str, deps: frozenset[str] | None, reason: str, run: Callable[[], Any]
+) -> Any:
+    """Go to the database; recorders still learn what was read and under which versions."""
+    if _recorders.get():
+        tokens = current_versions(db_alias, deps) if deps is not None else None
+        _report(
+            ReadEvent(
+                model,
+                db_alias,
+                deps if tokens is not None else None,
+                tokens or {},
+                "bypass",
+                reason,
+            )
+        )
+    return _run(run)
 
 
 def _timeout(requested: Any, policy_timeout: int | None) -> int | None:

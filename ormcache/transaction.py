@@ -9,6 +9,13 @@ The state is kept per connection object. Django gives every thread and every
 async context its own connection object, so this is naturally scoped the way
 contextvars would scope it, and it ends with the connection.
 
+How the end of a transaction is seen:
+- commit of an atomic block: the ``on_commit`` callback registered at the first
+  write (per savepoint, since a rolled-back savepoint drops its callbacks);
+- rollback, or ``commit()`` under ``set_autocommit(False)``, which have no hook:
+  the next time ormcache sees the connection outside a transaction, it "settles"
+  the state (bumps the tables again and forgets them).
+
 Atomic blocks opened by Django's ``TestCase`` around each test are not user
 transactions: inside them ormcache behaves as in autocommit, so a test suite
 sees the same caching as production.
@@ -17,15 +24,24 @@ sees the same caching as production.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
 
-_dirty: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
-# The commit-time bumps already registered, per savepoint stack: a rolled-back
-# savepoint drops its on_commit callbacks, so a later write registers again.
-_registered: weakref.WeakKeyDictionary[Any, dict[tuple, set[str]]] = weakref.WeakKeyDictionary()
+Bump = Callable[[str, frozenset[str]], None]
+
+
+@dataclass
+class _State:
+    bump: Bump
+    tables: set[str] = field(default_factory=set)
+    # Tables whose commit-time bump is registered, per savepoint stack.
+    registered: dict[tuple, set[str]] = field(default_factory=dict)
+
+
+_states: weakref.WeakKeyDictionary[Any, _State] = weakref.WeakKeyDictionary()
 
 
 def in_user_transaction(connection: Any) -> bool:
@@ -39,27 +55,35 @@ def in_user_transaction(connection: Any) -> bool:
     return not connection.autocommit
 
 
+def settle(connection: Any) -> None:
+    """If the transaction that wrote tables has ended, bump them once more and forget it."""
+    state = _states.get(connection)
+    if state is not None and not in_user_transaction(connection):
+        del _states[connection]
+        state.bump(connection.alias, frozenset(state.tables))
+
+
 def dirty_tables(connection: Any) -> set[str]:
-    """Tables written by the open transaction (empty, and forgotten, outside one)."""
-    if not in_user_transaction(connection):
-        _dirty.pop(connection, None)
-        _registered.pop(connection, None)
-        return set()
-    return _dirty.get(connection, set())
+    """Tables written by the open transaction (empty outside one)."""
+    settle(connection)
+    state = _states.get(connection)
+    return state.tables if state is not None else set()
 
 
-def record_write(connection: Any, tables: Iterable[str], bump: Any) -> None:
-    """Remember the tables and make sure ``bump(tables)`` runs again at commit."""
+def record_write(connection: Any, tables: Iterable[str], bump: Bump) -> None:
+    """Remember the tables and make sure ``bump`` runs again when the transaction ends."""
+    settle(connection)
     tables = set(tables)
-    dirty_tables(connection)  # forget state left by an earlier transaction
-    _dirty.setdefault(connection, set()).update(tables)
+    state = _states.get(connection)
+    if state is None:
+        state = _states[connection] = _State(bump)
+    state.tables |= tables
     if not connection.in_atomic_block:
-        # autocommit off: Django runs on_commit callbacks only from atomic blocks;
-        # invalidation.py bumps on commit() through its execute wrapper instead.
-        return
+        return  # set_autocommit(False): settled lazily, see the module docstring
     stack = tuple(connection.savepoint_ids)
-    done = _registered.setdefault(connection, {}).setdefault(stack, set())
-    new = tables - done
+    done = state.registered.setdefault(stack, set())
+    new = frozenset(tables - done)
     if new:
         done.update(new)
-        transaction.on_commit(lambda: bump(new), using=connection.alias)
+        alias = connection.alias
+        transaction.on_commit(lambda: bump(alias, new), using=alias)
