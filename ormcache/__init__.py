@@ -20,11 +20,13 @@ from typing import Any
 
 from .query import CachedManager, CachedQuerySet, CachedQuerySetMixin
 from .reads import disabled
+from .stale import StaleObjectError
 
 __all__ = [
     "CachedManager",
     "CachedQuerySet",
     "CachedQuerySetMixin",
+    "StaleObjectError",
     "disabled",
     "invalidate",
     "invalidate_all",

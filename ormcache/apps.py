@@ -16,12 +16,17 @@ class OrmcacheConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
+        from django.db.models.signals import post_save, pre_save
+
         from .installer import install_listed_models
+        from .stale import check_before_save, forget_after_save
 
         connection_created.connect(watch_connection, dispatch_uid="ormcache.watch_connection")
         for connection in connections.all(initialized_only=True):
             watch_connection(connection=connection)
         install_listed_models(apps.get_models())
+        pre_save.connect(check_before_save, dispatch_uid="ormcache.stale_save")
+        post_save.connect(forget_after_save, dispatch_uid="ormcache.stale_save")
 
 
 def watch_connection(sender: Any = None, connection: Any = None, **kwargs: Any) -> None:

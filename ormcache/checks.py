@@ -61,6 +61,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 "Set it to a bool.",
             )
         )
+    problems += _check_databases(raw.get("DATABASES", {}))
     models = raw.get("MODELS", {})
     if not isinstance(models, dict):
         problems.append(
@@ -73,6 +74,51 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     else:
         for label, policy in models.items():
             problems += _check_label(label) + _check_policy(label, policy)
+    return problems
+
+
+def _check_databases(databases: Any) -> list[Any]:
+    hint = 'For example {"replica": {"versions_of": "default", "replication_lag": 2}}.'
+    if not isinstance(databases, dict):
+        return [_error(14, "ORMCACHE['DATABASES'] must be a dict of alias -> options.", hint)]
+    problems = []
+    known = set(getattr(settings, "DATABASES", {}))
+    for alias, options in databases.items():
+        if alias not in known:
+            problems.append(
+                _error(14, f"ORMCACHE['DATABASES'] names the unknown database {alias!r}.", hint)
+            )
+            continue
+        if not isinstance(options, dict) or set(options) - conf.DATABASE_KEYS:
+            problems.append(
+                _error(
+                    14,
+                    f"ORMCACHE['DATABASES'][{alias!r}] must be a dict with keys among "
+                    f"{', '.join(sorted(conf.DATABASE_KEYS))}.",
+                    hint,
+                )
+            )
+            continue
+        primary = options.get("versions_of")
+        if primary is not None and primary not in known:
+            problems.append(
+                _error(
+                    14,
+                    f"ORMCACHE['DATABASES'][{alias!r}]['versions_of'] names the unknown "
+                    f"database {primary!r}.",
+                    f"Use one of: {', '.join(sorted(known))}.",
+                )
+            )
+        lag = options.get("replication_lag", 0)
+        if isinstance(lag, bool) or not isinstance(lag, (int, float)) or lag < 0:
+            problems.append(
+                _error(
+                    14,
+                    f"ORMCACHE['DATABASES'][{alias!r}]['replication_lag'] must be a "
+                    f"non-negative number of seconds, got {lag!r}.",
+                    hint,
+                )
+            )
     return problems
 
 
@@ -166,6 +212,16 @@ def _check_policy(label: Any, policy: Any) -> list[Any]:
                 f"The timeout of {label!r} must be a non-negative int or None, "
                 f"got {policy['timeout']!r}.",
                 "Use seconds, e.g. 600, or None for no expiry.",
+            )
+        )
+    if "stale_save" in policy and policy["stale_save"] not in conf.STALE_SAVE_CHOICES:
+        problems.append(
+            _error(
+                13,
+                f"'stale_save' of {label!r} must be one of "
+                f"{', '.join(map(repr, conf.STALE_SAVE_CHOICES))}, got {policy['stale_save']!r}.",
+                "'warn' logs and saves (the default), 'raise' refuses the save, "
+                "'allow' skips the check.",
             )
         )
     for key in ("enabled", "user_scoped"):

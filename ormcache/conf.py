@@ -12,7 +12,15 @@ ormcache reads ``settings.ORMCACHE`` where it is used (never at import time), so
             "blog.auditentry": {"enabled": False},
             "blog.bookmark": {"user_scoped": True},
         },
+        "DATABASES": {               # per database alias, for read replicas
+            "replica": {"versions_of": "default", "replication_lag": 2},
+        },
     }
+
+A replica alias shares the versions of its primary (``versions_of``), so a
+write on the primary invalidates what was read from the replica; results read
+from it within ``replication_lag`` seconds of a bump are not stored, since the
+replica may not have replayed the write yet.
 
 Labels are case-insensitive and the most specific entry wins, key by key:
 ``"*"`` sets defaults, ``"app.*"`` overrides them for one app, ``"app.model"``
@@ -32,9 +40,17 @@ DEFAULT_CACHE_ALIAS = "default"
 DEFAULT_TIMEOUT = 3600
 
 #: Top-level keys ``ORMCACHE`` accepts (anything else is a system check error).
-SETTINGS_KEYS = frozenset({"CACHE", "TIMEOUT", "ENABLED", "MODELS"})
+SETTINGS_KEYS = frozenset({"CACHE", "TIMEOUT", "ENABLED", "MODELS", "DATABASES"})
+#: Keys of one ``ORMCACHE["DATABASES"]`` entry.
+DATABASE_KEYS = frozenset({"versions_of", "replication_lag"})
 #: Keys one model policy accepts, with the type each must have.
-POLICY_KEYS = {"enabled": bool, "timeout": (int, type(None)), "user_scoped": bool}
+POLICY_KEYS = {
+    "enabled": bool,
+    "timeout": (int, type(None)),
+    "user_scoped": bool,
+    "stale_save": str,
+}
+STALE_SAVE_CHOICES = ("warn", "raise", "allow")
 
 
 @dataclass(frozen=True)
@@ -44,6 +60,8 @@ class Policy:
     enabled: bool = True
     timeout: int | None = DEFAULT_TIMEOUT
     user_scoped: bool = False
+    #: What saving an instance read from the cache does when its row changed since.
+    stale_save: str = "warn"
     #: True when an ``ORMCACHE["MODELS"]`` entry other than ``"*"`` names the model,
     #: which is what installs caching on models whose manager is not a CachedManager.
     listed: bool = False
@@ -72,6 +90,21 @@ def model_entries() -> dict[str, dict[str, Any]]:
     if not isinstance(models, dict):
         return {}
     return {str(label).lower(): entry for label, entry in models.items() if isinstance(entry, dict)}
+
+
+def database_options(db_alias: str) -> dict[str, Any]:
+    databases = get_settings().get("DATABASES") or {}
+    options = databases.get(db_alias) if isinstance(databases, dict) else None
+    return options if isinstance(options, dict) else {}
+
+
+def versions_alias(db_alias: str) -> str:
+    """The database alias whose table versions ``db_alias`` reads under."""
+    return database_options(db_alias).get("versions_of") or db_alias
+
+
+def replication_lag(db_alias: str) -> float:
+    return float(database_options(db_alias).get("replication_lag") or 0)
 
 
 # Resolved policies are memoised per ORMCACHE object; override_settings swaps the
@@ -119,5 +152,6 @@ def _resolve(label: str) -> Policy:
         enabled=bool(merged.get("enabled", True)),
         timeout=merged.get("timeout"),
         user_scoped=bool(merged.get("user_scoped", False)),
+        stale_save=merged.get("stale_save", "warn"),
         listed=listed,
     )

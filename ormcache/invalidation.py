@@ -22,7 +22,7 @@ from typing import Any
 
 from django.db import connections
 
-from . import signals, statements, tables, transaction, versions
+from . import conf, signals, statements, tables, transaction, versions
 
 logger = logging.getLogger("ormcache")
 
@@ -62,7 +62,7 @@ def bump_tables(db_alias: str | None, written: frozenset[str], *, pending: bool 
     if "*" in written:
         versions.bump_global(pending=pending)
     else:
-        versions.bump_tables(db_alias, written, pending=pending)
+        versions.bump_tables(conf.versions_alias(db_alias), written, pending=pending)
     if signals.invalidated.receivers:
         labels = ("*",) if "*" in written else tables.labels_for_tables(written)
         models = [m for t in sorted(written) for m in tables.models_for_table(t)]

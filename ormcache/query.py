@@ -25,7 +25,7 @@ from django.db.models.sql.compiler import SQLCompiler, cursor_iter
 from django.db.models.sql.constants import GET_ITERATOR_CHUNK_SIZE, MULTI, SINGLE
 from django.db.models.sql.query import Query
 
-from . import dependencies, reads
+from . import dependencies, reads, stale
 
 _QS = TypeVar("_QS", bound="CachedQuerySetMixin")
 
@@ -245,6 +245,21 @@ class CachedQuerySetMixin:
         if query is None and model is not None:
             query = CachedQuery(model)
         super().__init__(model=model, query=query, using=using, hints=hints)  # type: ignore[call-arg]
+
+    def _fetch_all(self) -> None:
+        # Django's _fetch_all, plus marking instances built from a cache hit for
+        # the stale-save guard (before prefetches run their own reads).
+        if self._result_cache is None:  # type: ignore[has-type]
+            token = stale.last_hit.set(None)
+            try:
+                self._result_cache = list(self._iterable_class(self))  # type: ignore[attr-defined]
+                hit = stale.last_hit.get()
+            finally:
+                stale.last_hit.reset(token)
+            if hit is not None:
+                stale.remember(self._result_cache, hit)
+        if self._prefetch_related_lookups and not self._prefetch_done:  # type: ignore[attr-defined]
+            self._prefetch_related_objects()  # type: ignore[attr-defined]
 
     def nocache(self: _QS) -> _QS:
         """This queryset (and what is chained from it) always goes to the database."""

@@ -30,7 +30,7 @@ from typing import Any
 
 from django.db import connections
 
-from . import conf, keys, signals, tables, transaction, versions
+from . import conf, keys, signals, stale, tables, transaction, versions
 from .keys import Uncacheable
 
 logger = logging.getLogger("ormcache")
@@ -127,9 +127,14 @@ def _report(event: ReadEvent) -> None:
         events.append(event)
 
 
+def version_keys_for(db_alias: str, tables: Iterable[str]) -> list[str]:
+    """The version keys a read of ``tables`` on ``db_alias`` depends on (global first)."""
+    return [keys.GLOBAL_VERSION_KEY, *keys.version_keys(conf.versions_alias(db_alias), tables)]
+
+
 def current_versions(db_alias: str, tables: Iterable[str]) -> dict[str, Any] | None:
     """The tokens a reader of ``tables`` depends on now (installing missing ones), or None."""
-    version_keys = [keys.GLOBAL_VERSION_KEY, *keys.version_keys(db_alias, tables)]
+    version_keys = version_keys_for(db_alias, tables)
     cache = versions.get_cache()
     try:
         found = versions.read_many(cache, version_keys)
@@ -178,7 +183,7 @@ def fetch(
         return _bypass(model, db_alias, deps, "snapshot isolation", run)
 
     started = time.perf_counter()
-    version_keys = [keys.GLOBAL_VERSION_KEY, *keys.version_keys(db_alias, deps)]
+    version_keys = version_keys_for(db_alias, deps)
     cache = versions.get_cache()
     try:
         found = versions.read_many(cache, [key, *version_keys])
@@ -231,13 +236,22 @@ def fetch(
             elapsed=time.perf_counter() - started,
         )
     result = _run(run)
-    if versions.storable(snapshot):
+    if versions.storable(snapshot) and not _replica_may_lag(db_alias, snapshot):
         # A pending token means a transaction wrote a table and has not committed:
         # what we read may be about to change, so it is not kept.
         _store(
             cache, key, snapshot, result, _timeout(timeout, policy_timeout), model, labels, db_alias
         )
     return result
+
+
+def _replica_may_lag(db_alias: str, snapshot: tuple) -> bool:
+    """True when a replica alias read within its replication lag of a bump."""
+    lag = conf.replication_lag(db_alias)
+    if not lag:
+        return False
+    recent = time.time() - lag
+    return any((versions.bumped_at(token) or 0) > recent for token in snapshot)
 
 
 def _run(run: Callable[[], Any]) -> Any:

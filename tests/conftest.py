@@ -43,6 +43,11 @@ class Backend:
     cache_alias: str
 
     @property
+    def replica_alias(self):
+        """Another alias of the same database, standing in for a read replica."""
+        return "replica" if self.db_alias == "default" else "pg_replica"
+
+    @property
     def connection(self):
         return connections[self.db_alias]
 
@@ -63,14 +68,18 @@ class Backend:
 
 
 def pytest_collection_modifyitems(items):
-    """Tests taking ``backend`` may use every database; keep their transaction flag."""
-    all_databases = list(settings.DATABASES)
+    """Tests taking ``backend`` may use every database (replica mirrors only when they ask)."""
+    primaries = [
+        alias
+        for alias, conf in settings.DATABASES.items()
+        if not conf.get("TEST", {}).get("MIRROR")
+    ]
     for item in items:
         if "backend" not in getattr(item, "fixturenames", ()):
             continue
         marker = item.get_closest_marker("django_db")
         kwargs = dict(marker.kwargs) if marker else {}
-        kwargs["databases"] = all_databases
+        kwargs.setdefault("databases", primaries)
         item.add_marker(pytest.mark.django_db(**kwargs))
 
 

@@ -47,7 +47,15 @@ TEMPLATES = [
     }
 ]
 
-DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+DATABASES = {
+    "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+    # A read replica of "default": in tests, the same database under another alias.
+    "replica": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": ":memory:",
+        "TEST": {"MIRROR": "default"},
+    },
+}
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 PG_HOST = os.environ.get("ORMCACHE_TEST_PG_HOST")
@@ -62,6 +70,7 @@ if PG_HOST:
         "NAME": "ormcache",
         "TEST": {"NAME": "test_ormcache"},
     }
+    DATABASES["pg_replica"] = {**DATABASES["pg"], "TEST": {"MIRROR": "pg"}}
 if REDIS_URL:
     CACHES["redis"] = {
         "BACKEND": "django_redis.cache.RedisCache",

@@ -1,0 +1,125 @@
+"""The stale-save guard: a cached object never silently overwrites a newer row.
+
+Model instances built from a cache hit remember the version tokens of their
+tables and the values they were built with. On ``save()`` (``pre_save``):
+
+- if the tokens did not move, nothing changed since the rows were cached: the
+  check costs one cache read and no SQL;
+- otherwise the row is read from the database, and a field is *stale* when the
+  database changed it since the read and the save would write a different value
+  (so an instance refreshed with ``refresh_from_db()`` is never flagged).
+
+What happens then is the model's ``stale_save`` policy: ``"warn"`` (default: log
+a warning and save, which is exactly what Django does without a cache, so adding
+ormcache never makes a working save fail), ``"raise"`` (``StaleObjectError``,
+nothing written) or ``"allow"`` (no bookkeeping at all).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from typing import Any
+
+from django.db.models import Model
+
+from . import conf, tables, versions
+
+logger = logging.getLogger("ormcache")
+
+MARK = "_ormcache_read"
+
+#: Set by the read path on a hit: (db alias, {version key: token}).
+last_hit: contextvars.ContextVar[tuple[str, dict[str, Any]] | None] = contextvars.ContextVar(
+    "ormcache_last_hit", default=None
+)
+
+
+class StaleObjectError(Exception):
+    """Saving this instance would overwrite changes made after it was read from the cache."""
+
+    def __init__(self, instance: Any, fields: list[str]) -> None:
+        self.instance = instance
+        self.fields = fields
+        label = instance._meta.label
+        super().__init__(
+            f"{label} pk={instance.pk!r} was read from the cache and its "
+            f"{', '.join(fields)} changed in the database since: saving would overwrite "
+            "that change. Call refresh_from_db() (or select_for_update() for a "
+            "read-modify-write) and save again."
+        )
+
+
+def version_keys_for(db_alias: str, model_tables: Any) -> list[str]:
+    from .reads import version_keys_for
+
+    return version_keys_for(db_alias, model_tables)
+
+
+def remember(results: list[Any], hit: tuple[str, dict[str, Any]]) -> None:
+    """Mark the instances built from a cache hit (and their select_related objects)."""
+    db_alias, tokens = hit
+    for instance in results:
+        if isinstance(instance, Model):
+            _mark(instance, db_alias, tokens)
+
+
+def _mark(instance: Model, db_alias: str, tokens: dict[str, Any]) -> None:
+    if conf.policy_for(instance).stale_save == "allow":
+        return
+    own = set(version_keys_for(db_alias, tables.tables_of_model(type(instance))))
+    instance.__dict__[MARK] = (
+        db_alias,
+        {key: token for key, token in tokens.items() if key in own},
+        {k: v for k, v in instance.__dict__.items() if not k.startswith("_")},
+    )
+    for related in getattr(instance._state, "fields_cache", {}).values():
+        if isinstance(related, Model):
+            _mark(related, db_alias, tokens)
+
+
+def check_before_save(
+    sender: Any, instance: Any, raw: bool = False, update_fields: Any = None, **kwargs: Any
+) -> None:
+    """``pre_save`` receiver: act on a stale overwrite per the model's policy."""
+    mark = instance.__dict__.get(MARK)
+    if mark is None or raw:
+        return
+    db_alias, tokens, originals = mark
+    try:
+        current = versions.read_many(versions.get_cache(), list(tokens))
+        if all(current.get(key) == token for key, token in tokens.items()):
+            return  # nothing written to these tables since the read
+    except versions.CacheUnavailable:
+        pass  # cannot tell: ask the database
+    stale = _stale_fields(sender, instance, db_alias, originals, update_fields)
+    if not stale:
+        return
+    if conf.policy_for(sender).stale_save == "raise":
+        raise StaleObjectError(instance, stale)
+    logger.warning("ormcache: %s", StaleObjectError(instance, stale))
+
+
+def forget_after_save(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """``post_save`` receiver: what was just written is not a stale read any more."""
+    instance.__dict__.pop(MARK, None)
+
+
+def _stale_fields(
+    model: Any, instance: Any, db_alias: str, originals: dict[str, Any], update_fields: Any
+) -> list[str]:
+    from .reads import disabled
+
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    if update_fields is not None:
+        fields = [f for f in fields if f.name in update_fields or f.attname in update_fields]
+    attnames = [f.attname for f in fields if f.attname in originals]
+    with disabled():
+        row = model._base_manager.using(db_alias).filter(pk=instance.pk).values(*attnames).first()
+    if row is None:
+        return ["(the row was deleted)"]
+    return [
+        name
+        for name in attnames
+        if row[name] != originals[name] and getattr(instance, name) != row[name]
+    ]
