@@ -15,9 +15,9 @@ class OrmcacheConfig(AppConfig):
     verbose_name = "ormcache"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
         from django.db.models.signals import post_save, pre_save
 
+        from . import checks  # noqa: F401  (registers the system checks)
         from .installer import install_listed_models
         from .stale import check_before_save, forget_after_save
 

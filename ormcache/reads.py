@@ -198,12 +198,10 @@ def fetch(
         and entry[0] == keys.ENTRY_FORMAT
         and entry[1] == tuple(current)
     ):
+        tokens = dict(zip(version_keys, current, strict=True))
+        stale.last_hit.set((db_alias, tokens))  # the stale-save guard marks the instances
         if recording_now:
-            _report(
-                ReadEvent(
-                    model, db_alias, deps, dict(zip(version_keys, current, strict=True)), "hit"
-                )
-            )
+            _report(ReadEvent(model, db_alias, deps, tokens, "hit"))
         if signals.cache_hit.receivers:
             signals.cache_hit.send(
                 model,
