@@ -2,7 +2,7 @@
 
 A model named in ``ORMCACHE["MODELS"]`` (by ``"app.model"`` or ``"app.*"``)
 whose managers do not produce CachedQuerySets gets caching at app ready. Only
-that model's manager *instances* change class (to a subclass that mixes
+that model's own manager instances change class (to a subclass that mixes
 caching into their QuerySet class); no Django class and no other model is
 touched, and the managers still deconstruct to their original class for
 migrations.
@@ -30,13 +30,26 @@ def install_listed_models(models: Iterable[Any]) -> list[Any]:
 
 
 def install(model: Any) -> bool:
+    """Give ``model`` caching managers; True if anything changed.
+
+    The model's own ``local_managers`` are changed (inherited ones are copied into
+    them first), not the computed ``managers`` list: Django rebuilds that from
+    ``local_managers`` whenever the app registry changes.
+    """
+    opts = model._meta
     changed = False
-    for manager in model._meta.managers:
+    for manager in opts.managers:
         queryset_class = getattr(manager, "_queryset_class", None)
         if queryset_class is None or issubclass(queryset_class, CachedQuerySetMixin):
             continue
-        manager.__class__ = _caching_manager_class(manager.__class__, queryset_class)
+        own = next((m for m in opts.local_managers if m.name == manager.name), None)
+        if own is None:  # inherited from an abstract parent: shadow it with a copy
+            own = copy.copy(manager)
+            opts.local_managers.insert(0, own)
+        own.__class__ = _caching_manager_class(type(own), queryset_class)
         changed = True
+    if changed:
+        opts._expire_cache()
     return changed
 
 

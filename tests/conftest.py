@@ -80,7 +80,9 @@ def pytest_collection_modifyitems(items):
         marker = item.get_closest_marker("django_db")
         kwargs = dict(marker.kwargs) if marker else {}
         kwargs.setdefault("databases", primaries)
-        item.add_marker(pytest.mark.django_db(**kwargs))
+        # The new marker must be the closest: drop the test's own, put ours first.
+        item.own_markers[:] = [m for m in item.own_markers if m.name != "django_db"]
+        item.own_markers.insert(0, pytest.mark.django_db(**kwargs).mark)
 
 
 @pytest.fixture(params=BACKEND_PAIRS)

@@ -119,6 +119,13 @@ class TestListedThirdPartyModels:
         Group.objects.create(name="readers")
         assert sorted(Group.objects.values_list("name", flat=True)) == ["editors", "readers"]
 
+    def test_installation_survives_an_app_registry_reset(self, backend):
+        from django.apps import apps
+
+        apps.clear_cache()  # what registering a model or running migrations does
+        Group.objects.create(name="editors")
+        assert_served_from_cache(backend, lambda: list(Group.objects.all()))
+
     def test_unlisted_model_is_untouched(self, backend):
         User.objects.create(username="u")
         assert_hits_database(backend, lambda: list(User.objects.all()))
