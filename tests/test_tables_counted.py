@@ -105,3 +105,64 @@ def test_schema_changes_invalidate_everything(backend):
     finally:
         with backend.connection.schema_editor() as editor:
             editor.delete_model(Scratch)
+
+
+def test_generic_relation_reads_see_new_reactions(backend):
+    from django.contrib.contenttypes.models import ContentType
+
+    from testproject.blog.models import Reaction
+
+    post = PostFactory()
+    assert_served_from_cache(backend, lambda: post.reactions.count())
+    assert_served_from_cache(
+        backend, lambda: Post.objects.filter(reactions__kind="like").distinct().count()
+    )
+    Reaction.objects.create(
+        content_type=ContentType.objects.get_for_model(Post), object_id=post.pk, kind="like"
+    )
+    assert post.reactions.count() == 1
+    assert Post.objects.filter(reactions__kind="like").distinct().count() == 1
+
+
+def test_generic_relation_rows_deleted_with_their_object(backend):
+    from django.contrib.contenttypes.models import ContentType
+
+    from testproject.blog.models import Reaction
+
+    post = PostFactory()
+    Reaction.objects.create(content_type=ContentType.objects.get_for_model(Post), object_id=post.pk)
+    assert_served_from_cache(backend, lambda: Reaction.objects.count())
+    post.delete()  # GenericRelation cascades in Python
+    assert Reaction.objects.count() == 0
+
+
+needs_database_on_delete = pytest.mark.skipif(
+    not hasattr(models, "DB_CASCADE"), reason="on_delete=DB_CASCADE needs Django 6.1+"
+)
+
+
+@needs_database_on_delete
+def test_database_cascade_delete(backend):
+    from testproject.blog.models import Newsletter, NewsletterIssue
+
+    newsletter = Newsletter.objects.create(name="weekly")
+    NewsletterIssue.objects.create(newsletter=newsletter, subject="#1")
+    assert_served_from_cache(backend, lambda: NewsletterIssue.objects.count())
+    with backend.queries() as captured:
+        newsletter.delete()
+    # Django deleted only the newsletter; the database deleted its issues.
+    assert not any("blog_newsletterissue" in q["sql"] for q in captured.captured_queries)
+    assert NewsletterIssue.objects.count() == 0
+
+
+@needs_database_on_delete
+def test_database_set_null(backend):
+    from testproject.blog.models import Newsletter, Subscriber
+
+    newsletter = Newsletter.objects.create(name="weekly")
+    subscriber = Subscriber.objects.create(newsletter=newsletter, email="a@example.com")
+    assert_served_from_cache(
+        backend, lambda: Subscriber.objects.get(pk=subscriber.pk).newsletter_id
+    )
+    Newsletter.objects.filter(pk=newsletter.pk).delete()
+    assert Subscriber.objects.get(pk=subscriber.pk).newsletter_id is None

@@ -6,6 +6,8 @@ inheritance, a proxy model, and a model that is deliberately not cached.
 """
 
 from django.conf import settings
+from django.contrib.contenttypes.fields import GenericForeignKey, GenericRelation
+from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
@@ -56,6 +58,7 @@ class Post(models.Model):
     rating = models.IntegerField(default=0)
     views = models.IntegerField(default=0)
     tags = models.ManyToManyField(Tag, related_name="posts", blank=True)
+    reactions = GenericRelation("Reaction")
 
     objects = CachedManager()
 
@@ -140,3 +143,47 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return self.message
+
+
+class Reaction(models.Model):
+    """A generic relation: reactions attach to posts or comments through content types."""
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE)
+    object_id = models.PositiveBigIntegerField()
+    target = GenericForeignKey("content_type", "object_id")
+    kind = models.CharField(max_length=20, default="like")
+
+    objects = CachedManager()
+
+    class Meta:
+        indexes = [models.Index(fields=["content_type", "object_id"])]
+
+
+if hasattr(models, "DB_CASCADE"):  # Django 6.1+: foreign keys the database enforces itself
+
+    class Newsletter(models.Model):
+        """Its issues and subscribers are written by the database when it is deleted."""
+
+        name = models.CharField(max_length=100)
+
+        objects = CachedManager()
+
+    class NewsletterIssue(models.Model):
+        """Deleted by the database (ON DELETE CASCADE) with its newsletter."""
+
+        newsletter = models.ForeignKey(
+            Newsletter, on_delete=models.DB_CASCADE, related_name="issues"
+        )
+        subject = models.CharField(max_length=100)
+
+        objects = CachedManager()
+
+    class Subscriber(models.Model):
+        """Detached by the database (ON DELETE SET NULL) from its newsletter."""
+
+        newsletter = models.ForeignKey(
+            Newsletter, on_delete=models.DB_SET_NULL, null=True, related_name="subscribers"
+        )
+        email = models.EmailField()
+
+        objects = CachedManager()
