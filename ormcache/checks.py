@@ -62,6 +62,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     problems += _check_databases(raw.get("DATABASES", {}))
+    problems += _check_fault_tolerance(raw)
     models = raw.get("MODELS", {})
     if not isinstance(models, dict):
         problems.append(
@@ -74,6 +75,50 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     else:
         for label, policy in models.items():
             problems += _check_label(label) + _check_policy(label, policy)
+    return problems
+
+
+def _positive_int_or_none(value: Any) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0)
+
+
+def _check_fault_tolerance(raw: dict[str, Any]) -> list[Any]:
+    problems = []
+    breaker = raw.get("BREAKER", {})
+    hint = 'For example {"threshold": 3, "cooldown": 5}.'
+    if not isinstance(breaker, dict) or set(breaker) - {"threshold", "cooldown"}:
+        problems.append(
+            _error(15, "ORMCACHE['BREAKER'] must be a dict with 'threshold' and 'cooldown'.", hint)
+        )
+    else:
+        threshold = breaker.get("threshold", 3)
+        cooldown = breaker.get("cooldown", 5)
+        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
+            problems.append(
+                _error(15, f"BREAKER['threshold'] must be an int >= 1, got {threshold!r}.", hint)
+            )
+        if isinstance(cooldown, bool) or not isinstance(cooldown, (int, float)) or cooldown < 0:
+            problems.append(
+                _error(15, f"BREAKER['cooldown'] must be seconds >= 0, got {cooldown!r}.", hint)
+            )
+    key = raw.get("SIGNING_KEY")
+    if key is not None and (not isinstance(key, (str, bytes)) or len(key) < 16):
+        problems.append(
+            _error(
+                16,
+                "ORMCACHE['SIGNING_KEY'] must be a str or bytes of at least 16 characters.",
+                "Use a long random secret, e.g. secrets.token_urlsafe(32), kept out of the code.",
+            )
+        )
+    for name in ("MAX_ENTRY_BYTES", "MAX_ENTRY_ROWS"):
+        if name in raw and not _positive_int_or_none(raw[name]):
+            problems.append(
+                _error(
+                    17,
+                    f"ORMCACHE[{name!r}] must be a positive int or None, got {raw[name]!r}.",
+                    "None means no limit.",
+                )
+            )
     return problems
 
 

@@ -40,7 +40,22 @@ DEFAULT_CACHE_ALIAS = "default"
 DEFAULT_TIMEOUT = 3600
 
 #: Top-level keys ``ORMCACHE`` accepts (anything else is a system check error).
-SETTINGS_KEYS = frozenset({"CACHE", "TIMEOUT", "ENABLED", "MODELS", "DATABASES"})
+SETTINGS_KEYS = frozenset(
+    {
+        "CACHE",
+        "TIMEOUT",
+        "ENABLED",
+        "MODELS",
+        "DATABASES",
+        "BREAKER",
+        "SIGNING_KEY",
+        "MAX_ENTRY_BYTES",
+        "MAX_ENTRY_ROWS",
+    }
+)
+DEFAULT_BREAKER = {"threshold": 3, "cooldown": 5.0}
+DEFAULT_MAX_ENTRY_BYTES = 1_000_000
+DEFAULT_MAX_ENTRY_ROWS = 10_000
 #: Keys of one ``ORMCACHE["DATABASES"]`` entry.
 DATABASE_KEYS = frozenset({"versions_of", "replication_lag"})
 #: Keys one model policy accepts, with the type each must have.
@@ -90,6 +105,12 @@ def model_entries() -> dict[str, dict[str, Any]]:
     if not isinstance(models, dict):
         return {}
     return {str(label).lower(): entry for label, entry in models.items() if isinstance(entry, dict)}
+
+
+def breaker() -> tuple[int, float]:
+    """(failures in a row that open the circuit breaker, seconds it stays open)."""
+    options = {**DEFAULT_BREAKER, **(get_settings().get("BREAKER") or {})}
+    return int(options["threshold"]), float(options["cooldown"])
 
 
 def database_options(db_alias: str) -> dict[str, Any]:

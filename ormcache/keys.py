@@ -19,8 +19,6 @@ from collections.abc import Iterable
 from typing import Any
 
 PREFIX = "ormcache"
-#: Bumped whenever the layout of stored entries changes, so old entries are misses.
-ENTRY_FORMAT = 1
 #: The version every entry also depends on; ``invalidate_all()`` bumps it.
 GLOBAL_VERSION_KEY = f"{PREFIX}:v:*"
 

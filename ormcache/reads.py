@@ -30,7 +30,7 @@ from typing import Any
 
 from django.db import connections
 
-from . import conf, keys, signals, stale, tables, transaction, versions
+from . import conf, keys, signals, stale, storage, tables, transaction, versions
 from .keys import Uncacheable
 
 logger = logging.getLogger("ormcache")
@@ -190,14 +190,8 @@ def fetch(
     except versions.CacheUnavailable:
         return _bypass(model, db_alias, deps, "cache unavailable", run)
     current = [found.get(version_key) for version_key in version_keys]
-    entry = found.get(key)
-    if (
-        None not in current
-        and isinstance(entry, tuple)
-        and len(entry) == 3
-        and entry[0] == keys.ENTRY_FORMAT
-        and entry[1] == tuple(current)
-    ):
+    entry = storage.load(found.get(key), key) if key in found else None
+    if None not in current and entry is not None and entry[0] == tuple(current):
         tokens = dict(zip(version_keys, current, strict=True))
         stale.last_hit.set((db_alias, tokens))  # the stale-save guard marks the instances
         if recording_now:
@@ -210,7 +204,7 @@ def fetch(
                 key=key,
                 elapsed=time.perf_counter() - started,
             )
-        return entry[2]
+        return entry[1]
 
     # Miss. invariant 3: take the snapshot before running the query.
     if None in current:
@@ -297,9 +291,13 @@ def _store(
 ) -> None:
     started = time.perf_counter()
     try:
-        cache.set(key, (keys.ENTRY_FORMAT, snapshot, result), timeout=timeout)
-    except Exception as exc:
-        # Unpicklable rows (e.g. memoryview columns) or a cache failure: serve uncached.
+        versions.store(cache, key, storage.dump(snapshot, result), timeout)
+    except storage.TooLarge as exc:
+        logger.info("ormcache: not storing a result of %s: %s", model._meta.label, exc)
+        return
+    except versions.CacheUnavailable:
+        return
+    except Exception as exc:  # unpicklable rows, e.g. memoryview columns
         logger.warning("ormcache: could not store a result: %s", exc)
         return
     if signals.cache_stored.receivers:

@@ -29,12 +29,12 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from django.core.cache import BaseCache, caches
 
-from . import conf, keys
+from . import conf, health, keys
 
 logger = logging.getLogger("ormcache")
 
@@ -69,49 +69,102 @@ def get_cache() -> BaseCache:
     return caches[conf.cache_alias()]
 
 
+class BadValue(CacheUnavailable):
+    """The cache answered, but with a value its backend could not decode."""
+
+
+def _is_outage(exc: Exception) -> bool:
+    """Connection trouble (counts toward the breaker), as opposed to a bad stored value."""
+    if isinstance(exc, (OSError, TimeoutError, ConnectionError)):
+        return True
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return bool(
+        names & {"ConnectionError", "TimeoutError", "ConnectionInterrupted", "BusyLoadingError"}
+    )
+
+
+def _call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call the cache through the circuit breaker: CacheUnavailable instead of an error."""
+    alias = conf.cache_alias()
+    if not health.available(alias):
+        raise CacheUnavailable("circuit breaker open")
+    try:
+        result = method(*args, **kwargs)
+    except Exception as exc:
+        if not _is_outage(exc):
+            raise BadValue(str(exc)) from exc
+        health.record_failure(alias)
+        logger.warning("ormcache: cache call failed, using the database: %s", exc)
+        raise CacheUnavailable from exc
+    health.record_success(alias)
+    return result
+
+
 def read_many(cache: BaseCache, cache_keys: Sequence[str]) -> dict[str, Any]:
     """One round trip for the result key and all version keys of a read."""
+    _resync()
     try:
-        return cache.get_many(cache_keys)
-    except Exception as exc:
-        logger.warning("ormcache: cache read failed, using the database: %s", exc)
-        raise CacheUnavailable from exc
+        return _call(cache.get_many, cache_keys)
+    except BadValue:
+        return _salvage(cache, cache_keys)
+
+
+def _salvage(cache: BaseCache, cache_keys: Sequence[str]) -> dict[str, Any]:
+    """Some key holds bytes the backend cannot decode (garbage, a foreign writer):
+    read the keys one by one and delete the bad ones, which then read as missing."""
+    found = {}
+    for key in cache_keys:
+        try:
+            value = _call(cache.get, key)
+        except BadValue as exc:
+            logger.warning("ormcache: deleting the undecodable cache value %s: %s", key, exc)
+            _call(cache.delete, key)
+            continue
+        if value is not None:
+            found[key] = value
+    return found
+
+
+def _resync() -> None:
+    """invariant 6: after a lost bump, invalidate everything before trusting the cache."""
+    alias = conf.cache_alias()
+    if health.has_lost_bumps(alias):
+        _call(get_cache().set, keys.GLOBAL_VERSION_KEY, new_token(), timeout=None)
+        health.clear_lost_bumps(alias)
+        logger.warning("ormcache: invalidated everything after version bumps were lost")
+
+
+def store(cache: BaseCache, key: str, value: Any, timeout: Any) -> None:
+    _call(cache.set, key, value, timeout=timeout)
 
 
 def ensure(cache: BaseCache, missing: Iterable[str]) -> dict[str, Any]:
     """Install fresh tokens for unknown version keys and return the current ones."""
-    missing = list(missing)
     tokens = {key: new_token() for key in missing}
-    try:
-        lost = [key for key, token in tokens.items() if not cache.add(key, token, timeout=None)]
-        if lost:
-            # A writer (or another reader) set these first: theirs is current.
-            found = cache.get_many(lost)
-            for key in lost:
-                if key not in found:
-                    raise CacheUnavailable(f"version key {key} vanished")
-                tokens[key] = found[key]
-    except CacheUnavailable:
-        raise
-    except Exception as exc:
-        logger.warning("ormcache: cache write failed, using the database: %s", exc)
-        raise CacheUnavailable from exc
+    lost = [key for key, token in tokens.items() if not _call(cache.add, key, token, timeout=None)]
+    if lost:
+        # A writer (or another reader) set these first: theirs is current.
+        found = _call(cache.get_many, lost)
+        for key in lost:
+            if key not in found:
+                raise CacheUnavailable(f"version key {key} vanished")
+            tokens[key] = found[key]
     return tokens
 
 
 def bump(cache: BaseCache, version_keys: Iterable[str], *, pending: bool = False) -> bool:
-    """Give each key a new token; False (and a warning) when the cache refused."""
+    """Give each key a new token; False when it could not be delivered (and remember that)."""
     make = new_pending_token if pending else new_token
     tokens = {key: make() for key in version_keys}
     if not tokens:
         return True
     try:
-        failed = cache.set_many(tokens, timeout=PENDING_TIMEOUT if pending else None)
-    except Exception as exc:
-        logger.warning("ormcache: could not bump versions %s: %s", sorted(tokens), exc)
-        return False
+        failed = _call(cache.set_many, tokens, timeout=PENDING_TIMEOUT if pending else None)
+    except CacheUnavailable:
+        failed = list(tokens)
     if failed:
         logger.warning("ormcache: could not bump versions %s", sorted(failed))
+        health.record_lost_bump(conf.cache_alias())
         return False
     return True
 

@@ -90,3 +90,35 @@ def test_manage_py_check_fails_on_bad_settings():
     bad = override_settings(ORMCACHE={"MODELS": {"blog.post": {"timeout": -1}}})
     with bad, pytest.raises(SystemCheckError, match=r"ormcache\.E010"):
         call_command("check")
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ({"CACHE": "shared", "BREAKER": {"threshold": 0}}, ["ormcache.E015"]),
+        ({"CACHE": "shared", "BREAKER": {"cooldown": -1}}, ["ormcache.E015"]),
+        ({"CACHE": "shared", "BREAKER": {"retries": 1}}, ["ormcache.E015"]),
+        ({"CACHE": "shared", "BREAKER": 3}, ["ormcache.E015"]),
+        ({"CACHE": "shared", "SIGNING_KEY": "short"}, ["ormcache.E016"]),
+        ({"CACHE": "shared", "SIGNING_KEY": 12345678901234567}, ["ormcache.E016"]),
+        ({"CACHE": "shared", "MAX_ENTRY_BYTES": 0}, ["ormcache.E017"]),
+        ({"CACHE": "shared", "MAX_ENTRY_ROWS": "many"}, ["ormcache.E017"]),
+        ({"CACHE": "shared", "DATABASES": {"nope": {}}}, ["ormcache.E014"]),
+        ({"CACHE": "shared", "DATABASES": {"default": {"versions_of": "x"}}}, ["ormcache.E014"]),
+        ({"CACHE": "shared", "MODELS": {"blog.post": {"stale_save": "maybe"}}}, ["ormcache.E013"]),
+    ],
+)
+def test_bad_fault_tolerance_and_database_settings(value, expected):
+    assert ids(value) == expected
+
+
+def test_good_fault_tolerance_settings_pass():
+    value = {
+        "CACHE": "shared",
+        "BREAKER": {"threshold": 5, "cooldown": 0.5},
+        "SIGNING_KEY": "a-long-enough-secret-key",
+        "MAX_ENTRY_BYTES": None,
+        "MAX_ENTRY_ROWS": 100,
+        "DATABASES": {"replica": {"versions_of": "default", "replication_lag": 1.5}},
+    }
+    assert ids(value) == []
