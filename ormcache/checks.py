@@ -63,6 +63,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         )
     problems += _check_databases(raw.get("DATABASES", {}))
     problems += _check_fault_tolerance(raw)
+    problems += _check_helpers(raw)
     models = raw.get("MODELS", {})
     if not isinstance(models, dict):
         problems.append(
@@ -119,6 +120,42 @@ def _check_fault_tolerance(raw: dict[str, Any]) -> list[Any]:
                     "None means no limit.",
                 )
             )
+    return problems
+
+
+def _check_helpers(raw: dict[str, Any]) -> list[Any]:
+    """VERIFY (shadow-verify mode) and STAMPEDE_WAIT (stampede protection)."""
+    problems = []
+    mode = raw.get("VERIFY", "off")
+    if mode not in conf.VERIFY_CHOICES:
+        problems.append(
+            _error(
+                30,
+                f"ORMCACHE['VERIFY'] must be one of "
+                f"{', '.join(map(repr, conf.VERIFY_CHOICES))}, got {mode!r}.",
+                "'off' (default) trusts hits; 'log' also runs every hit's query and logs a "
+                "mismatch; 'raise' raises ormcache.StaleCacheError (for test suites).",
+            )
+        )
+    elif mode == "raise" and not settings.DEBUG:
+        problems.append(
+            Warning(
+                "ORMCACHE['VERIFY'] is 'raise' with DEBUG off.",
+                hint="A stale entry then fails the request. Use 'log' in production and "
+                "'raise' in test suites.",
+                obj="settings.ORMCACHE",
+                id="ormcache.W030",
+            )
+        )
+    wait = raw.get("STAMPEDE_WAIT", conf.DEFAULT_STAMPEDE_WAIT)
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0:
+        problems.append(
+            _error(
+                31,
+                f"ORMCACHE['STAMPEDE_WAIT'] must be a number of seconds >= 0, got {wait!r}.",
+                "For example 5; 0 turns stampede protection off.",
+            )
+        )
     return problems
 
 

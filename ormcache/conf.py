@@ -15,6 +15,9 @@ ormcache reads ``settings.ORMCACHE`` where it is used (never at import time), so
         "DATABASES": {               # per database alias, for read replicas
             "replica": {"versions_of": "default", "replication_lag": 2},
         },
+        "VERIFY": "off",             # shadow-verify hits: "off", "log" or "raise"
+        "STAMPEDE_WAIT": 5.0,        # seconds to wait for another reader's fill; 0: never
+        "PAGES": {"timeout": 600},   # the page cache (docs/pages.md)
     }
 
 A replica alias shares the versions of its primary (``versions_of``), so a
@@ -51,11 +54,18 @@ SETTINGS_KEYS = frozenset(
         "SIGNING_KEY",
         "MAX_ENTRY_BYTES",
         "MAX_ENTRY_ROWS",
+        "VERIFY",
+        "STAMPEDE_WAIT",
+        "PAGES",
     }
 )
 DEFAULT_BREAKER = {"threshold": 3, "cooldown": 5.0}
 DEFAULT_MAX_ENTRY_BYTES = 1_000_000
 DEFAULT_MAX_ENTRY_ROWS = 10_000
+#: ``ORMCACHE["VERIFY"]``: shadow-verify mode (see verify.py).
+VERIFY_CHOICES = ("off", "log", "raise")
+#: ``ORMCACHE["STAMPEDE_WAIT"]``: seconds a reader waits for another to fill a miss.
+DEFAULT_STAMPEDE_WAIT = 5.0
 #: Keys of one ``ORMCACHE["DATABASES"]`` entry.
 DATABASE_KEYS = frozenset({"versions_of", "replication_lag"})
 #: Keys one model policy accepts, with the type each must have.
@@ -82,9 +92,19 @@ class Policy:
     listed: bool = False
 
 
+_UNSET = object()
+# settings.ORMCACHE, read once and forgotten when override_settings changes it
+# (reading a setting through Django's lazy settings object costs microseconds,
+# and the read path asks several times per query).
+_settings_memo: list[Any] = [_UNSET]
+
+
 def get_settings() -> dict[str, Any]:
-    value = getattr(settings, "ORMCACHE", None)
-    return value if isinstance(value, dict) else {}
+    value = _settings_memo[0]
+    if value is _UNSET:
+        raw = getattr(settings, "ORMCACHE", None)
+        value = _settings_memo[0] = raw if isinstance(raw, dict) else {}
+    return value
 
 
 def cache_alias() -> str:
@@ -113,6 +133,20 @@ def breaker() -> tuple[int, float]:
     return int(options["threshold"]), float(options["cooldown"])
 
 
+def verify_mode() -> str:
+    """``"off"``, ``"log"`` or ``"raise"`` (an invalid value is left to checks: off)."""
+    mode = get_settings().get("VERIFY", "off")
+    return mode if mode in VERIFY_CHOICES else "off"
+
+
+def stampede_wait() -> float:
+    """Seconds a reader waits for the reader that is filling the same miss (0: no waiting)."""
+    wait = get_settings().get("STAMPEDE_WAIT", DEFAULT_STAMPEDE_WAIT)
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0:
+        return 0.0
+    return float(wait)
+
+
 def database_options(db_alias: str) -> dict[str, Any]:
     databases = get_settings().get("DATABASES") or {}
     options = databases.get(db_alias) if isinstance(databases, dict) else None
@@ -128,26 +162,26 @@ def replication_lag(db_alias: str) -> float:
     return float(database_options(db_alias).get("replication_lag") or 0)
 
 
-# Resolved policies are memoised per ORMCACHE object; override_settings swaps the
-# object (and fires setting_changed), so a stale memo can never be used.
+# Resolved policies, forgotten with the settings memo above.
 _memo: dict[str, Policy] = {}
-_memo_source: list[Any] = [None]
+
+
+#: Called (without arguments) whenever settings that shape ormcache's memos change.
+forget_hooks: list[Any] = []
 
 
 @receiver(setting_changed)
 def _forget_policies(*, setting: str, **kwargs: Any) -> None:
     if setting in ("ORMCACHE", "CACHES", "DATABASES", "INSTALLED_APPS"):
+        _settings_memo[0] = _UNSET
         _memo.clear()
-        _memo_source[0] = None
+        for hook in forget_hooks:
+            hook()
 
 
 def policy_for_label(label: str) -> Policy:
     """The policy of ``"app_label.model_name"``, merged from least to most specific entry."""
     label = label.lower()
-    source = getattr(settings, "ORMCACHE", None)
-    if _memo_source[0] is not source:
-        _memo.clear()
-        _memo_source[0] = source
     policy = _memo.get(label)
     if policy is None:
         policy = _memo[label] = _resolve(label)
@@ -176,3 +210,28 @@ def _resolve(label: str) -> Policy:
         stale_save=merged.get("stale_save", "warn"),
         listed=listed,
     )
+
+
+# --- The page cache: ORMCACHE["PAGES"] (see pages.py and docs/pages.md) ---------------
+
+#: Keys ``ORMCACHE["PAGES"]`` accepts, with their defaults. A missing ``timeout``
+#: means ``ORMCACHE["TIMEOUT"]``; ``header`` None or "" sends no header.
+PAGES_DEFAULTS: dict[str, Any] = {
+    "enabled": True,
+    "timeout": None,
+    "exclude_paths": (),
+    "include_paths": (),
+    "vary_on_headers": (),
+    "key_prefix": "",
+    "header": "X-Ormcache",
+}
+
+
+def page_options() -> dict[str, Any]:
+    """``ORMCACHE["PAGES"]`` over the defaults (bad values are left to the checks)."""
+    raw = get_settings().get("PAGES")
+    options = dict(PAGES_DEFAULTS)
+    options["timeout"] = default_timeout()
+    if isinstance(raw, dict):
+        options.update({key: value for key, value in raw.items() if key in PAGES_DEFAULTS})
+    return options

@@ -74,9 +74,18 @@ def _freeze(value: Any) -> Any:
     raise Uncacheable(f"parameter of type {type(value).__name__} has no faithful key")
 
 
-def result_key(db_alias: str, sql: str, frozen_params: str, shape: str) -> str:
+def sql_digest(db_alias: str, sql: str) -> bytes:
+    """The part of a result key that depends on the SQL text (computed once per text)."""
     digest = hashlib.blake2b(digest_size=20)
-    for part in (db_alias, shape, sql, frozen_params):
-        digest.update(part.encode("utf-8", "surrogatepass"))
-        digest.update(b"\x00")
+    digest.update(db_alias.encode())
+    digest.update(b"\x00")
+    digest.update(sql.encode("utf-8", "surrogatepass"))
+    return digest.digest()
+
+
+def result_key(sql_digest: bytes, frozen_params: str, shape: str) -> str:
+    digest = hashlib.blake2b(sql_digest, digest_size=20)
+    digest.update(shape.encode())
+    digest.update(b"\x00")
+    digest.update(frozen_params.encode("utf-8", "surrogatepass"))
     return f"{PREFIX}:r:{digest.hexdigest()}"

@@ -43,25 +43,52 @@ _filling_aggregate: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "ormcache_filling_aggregate", default=False
 )
 
-_MEMO_SIZE = 2048
-_dependency_memo: OrderedDict[str, frozenset[str] | str] = OrderedDict()
+_MEMO_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a read needs besides its parameters, worked out once per SQL text.
+
+    The SQL text names every table the query reads, so its dependencies, the
+    version keys, the policies involved and the key prefix follow from it.
+    """
+
+    deps: frozenset[str]
+    version_keys: list[str]
+    timeout: int | None
+    labels: tuple[str, ...]
+    sql_digest: bytes
+
+
+_plans: OrderedDict[tuple, _Plan | str] = OrderedDict()
+conf.forget_hooks.append(_plans.clear)
 
 
 def is_disabled() -> bool:
     return _disabled_depth.get() > 0 or not conf.is_enabled()
 
 
-def dependencies(sql: str, find: Callable[[], frozenset[str]]) -> frozenset[str]:
-    """The tables read by ``sql``; ``find()`` computes them on the first sight of it."""
-    found = _dependency_memo.get(sql)
+def plan(db_alias: str, model: Any, sql: str, find: Callable[[], frozenset[str]]) -> _Plan:
+    """The memoised plan of a read; raises Uncacheable (also memoised) when it has none."""
+    memo_key = (db_alias, model, sql)
+    found = _plans.get(memo_key)
     if found is None:
         try:
-            found = find()
+            deps = find()
+            timeout, labels = _policies(model, deps)
+            found = _Plan(
+                deps,
+                version_keys_for(db_alias, deps),
+                timeout,
+                labels,
+                keys.sql_digest(db_alias, sql),
+            )
         except Uncacheable as exc:
             found = str(exc)
-        _dependency_memo[sql] = found
-        if len(_dependency_memo) > _MEMO_SIZE:
-            _dependency_memo.popitem(last=False)
+        _plans[memo_key] = found
+        if len(_plans) > _MEMO_SIZE:
+            _plans.popitem(last=False)
     if isinstance(found, str):
         raise Uncacheable(found)
     return found
@@ -162,16 +189,17 @@ def fetch(
     if _filling_aggregate.get() or (is_disabled() and not recording_now):
         return run()
     try:
-        deps = dependencies(sql, find_dependencies)
+        read_plan = plan(db_alias, model, sql, find_dependencies)
     except Uncacheable as exc:
-        return _bypass(model, db_alias, None, str(exc), run)
+        if recording_now:
+            return _bypass(model, db_alias, _known_tables(sql, find_dependencies), str(exc), run)
+        return _run(run)
+    deps, policy_timeout, labels = read_plan.deps, read_plan.timeout, read_plan.labels
     if is_disabled():
         return _bypass(model, db_alias, deps, "disabled", run)
     try:
-        policy_timeout, labels = _policies(model, deps)
-        key = keys.result_key(db_alias, sql, keys.freeze_params(params), shape)
+        key = keys.result_key(read_plan.sql_digest, keys.freeze_params(params), shape)
     except Uncacheable as exc:
-        logger.debug("ormcache: not caching (%s): %s", exc, sql)
         return _bypass(model, db_alias, deps, str(exc), run)
     connection = connections[db_alias]
     dirty = transaction.dirty_tables(connection)
@@ -183,7 +211,7 @@ def fetch(
         return _bypass(model, db_alias, deps, "snapshot isolation", run)
 
     started = time.perf_counter()
-    version_keys = version_keys_for(db_alias, deps)
+    version_keys = read_plan.version_keys
     cache = versions.get_cache()
     try:
         found = versions.read_many(cache, [key, *version_keys])
@@ -235,6 +263,14 @@ def fetch(
             cache, key, snapshot, result, _timeout(timeout, policy_timeout), model, labels, db_alias
         )
     return result
+
+
+def _known_tables(sql: str, find: Callable[[], frozenset[str]]) -> frozenset[str] | None:
+    """The tables of a read that has no plan (a disabled model, say); None if unknowable."""
+    try:
+        return find()
+    except Uncacheable:
+        return None
 
 
 def _replica_may_lag(db_alias: str, snapshot: tuple) -> bool:

@@ -6,6 +6,12 @@ Keyword arguments (all signals): ``labels`` (tuple of model labels involved),
 (seconds spent). ``invalidated`` also gets ``tables``. The sender is the model
 class the query was made on (for invalidations: the first model written, or
 None when the tables are not models).
+
+``stale_detected`` (shadow-verify mode, ``ORMCACHE["VERIFY"]``) also gets
+``kind`` (``"query"``, or the helper: ``"cached_as"``, ``"cached_property"``,
+``"fragment"``), ``name`` (the helper's name, or None), ``sql`` and ``params``
+(None for helpers), ``tables`` (the dependencies, as ``{db_alias: tables}``),
+``cached`` and ``fresh`` (what the cache held and what the database says now).
 """
 
 from blinker import Namespace
@@ -16,5 +22,9 @@ cache_hit = _signals.signal("ormcache.cache-hit", doc="A read was served from th
 cache_miss = _signals.signal("ormcache.cache-miss", doc="A cacheable read went to the database.")
 cache_stored = _signals.signal("ormcache.cache-stored", doc="A read result was stored.")
 invalidated = _signals.signal("ormcache.invalidated", doc="Table versions were bumped.")
+stale_detected = _signals.signal(
+    "ormcache.stale-detected",
+    doc="Shadow-verify mode found a cache hit that differs from the database.",
+)
 
-__all__ = ["cache_hit", "cache_miss", "cache_stored", "invalidated"]
+__all__ = ["cache_hit", "cache_miss", "cache_stored", "invalidated", "stale_detected"]

@@ -85,3 +85,14 @@ def tables_of_model(model: Any) -> set[str]:
     tables = {opts.db_table}
     tables.update(parent._meta.db_table for parent in opts.get_parent_list())
     return tables
+
+
+_known: list[Any] = [None, frozenset()]
+
+
+def known_tables() -> frozenset[str]:
+    """The table of every installed model (the page cache looks for them in raw SQL)."""
+    by_table = _registry()[0]
+    if _known[0] is not by_table:
+        _known[:] = [by_table, frozenset(by_table)]
+    return _known[1]
