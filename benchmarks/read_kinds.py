@@ -3,7 +3,8 @@
     python benchmarks/read_kinds.py                     # SQLite + locmem
     python benchmarks/read_kinds.py --backend postgres-redis   # needs the env vars below
 
-PostgreSQL + Redis use ORMCACHE_TEST_PG_HOST/_PORT/_USER and ORMCACHE_TEST_REDIS_URL
+PostgreSQL uses ORMCACHE_TEST_PG_HOST/_PORT/_USER, Redis ORMCACHE_TEST_REDIS_URL and
+Memcached ORMCACHE_TEST_MEMCACHED
 (``scripts/test`` prints how it starts them). "Plain Django" runs the same code inside
 ``ormcache.disabled()``, which sends every read straight to Django's compiler.
 
@@ -29,7 +30,7 @@ def configure(backend: str) -> None:
 
     databases = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
     caches = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-    if backend == "postgres-redis":
+    if backend.startswith("postgres"):
         databases["default"] = {
             "ENGINE": "django.db.backends.postgresql",
             "HOST": os.environ["ORMCACHE_TEST_PG_HOST"],
@@ -37,9 +38,15 @@ def configure(backend: str) -> None:
             "USER": os.environ.get("ORMCACHE_TEST_PG_USER", "postgres"),
             "NAME": "postgres",
         }
+    if backend == "postgres-redis":
         caches["default"] = {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": os.environ["ORMCACHE_TEST_REDIS_URL"],
+        }
+    if backend == "postgres-memcached":
+        caches["default"] = {
+            "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+            "LOCATION": os.environ["ORMCACHE_TEST_MEMCACHED"],
         }
     settings.configure(
         DEBUG=False,
@@ -133,7 +140,9 @@ def median_us(function, number: int, repeat: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--backend", choices=["sqlite-locmem", "postgres-redis"], default="sqlite-locmem"
+        "--backend",
+        choices=["sqlite-locmem", "postgres-locmem", "postgres-redis", "postgres-memcached"],
+        default="sqlite-locmem",
     )
     parser.add_argument("--number", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=7)

@@ -1,8 +1,8 @@
 """Shared fixtures: every test that takes ``backend`` runs once per backend pair.
 
-Pairs: SQLite + locmem, and PostgreSQL + Redis. The second needs the services
-``scripts/test`` starts; without them it is skipped, except under ``CI=true``
-where a missing service is an error.
+Pairs: SQLite + locmem, PostgreSQL + Redis and PostgreSQL + Memcached. The last two
+need the services ``scripts/test`` starts; without them they are skipped, except
+under ``CI=true`` where a missing service is an error.
 """
 
 import os
@@ -19,10 +19,12 @@ from tests.routing import current_alias
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 HAVE_POSTGRES_REDIS = "pg" in settings.DATABASES and "redis" in settings.CACHES
+HAVE_POSTGRES_MEMCACHED = "pg" in settings.DATABASES and "memcached" in settings.CACHES
 
-if IN_CI and not HAVE_POSTGRES_REDIS:
+if IN_CI and not (HAVE_POSTGRES_REDIS and HAVE_POSTGRES_MEMCACHED):
     raise pytest.UsageError(
-        "CI=true but PostgreSQL and Redis are not configured: run the suite with scripts/test."
+        "CI=true but PostgreSQL, Redis or memcached is not configured: "
+        "run the suite with scripts/test."
     )
 
 BACKEND_PAIRS = [
@@ -32,6 +34,14 @@ BACKEND_PAIRS = [
         id="postgres-redis",
         marks=pytest.mark.skipif(
             not HAVE_POSTGRES_REDIS, reason="PostgreSQL/Redis not running (use scripts/test)"
+        ),
+    ),
+    pytest.param(
+        ("pg", "memcached"),
+        id="postgres-memcached",
+        marks=pytest.mark.skipif(
+            not HAVE_POSTGRES_MEMCACHED,
+            reason="PostgreSQL/memcached not running (use scripts/test)",
         ),
     ),
 ]

@@ -60,6 +60,7 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"
 
 PG_HOST = os.environ.get("ORMCACHE_TEST_PG_HOST")
 REDIS_URL = os.environ.get("ORMCACHE_TEST_REDIS_URL")
+MEMCACHED = os.environ.get("ORMCACHE_TEST_MEMCACHED")
 
 if PG_HOST:
     DATABASES["pg"] = {
@@ -76,6 +77,13 @@ if REDIS_URL:
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
         "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
+    }
+
+if MEMCACHED:
+    CACHES["memcached"] = {
+        "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+        "LOCATION": MEMCACHED,
+        "OPTIONS": {"connect_timeout": 1, "timeout": 1},
     }
 
 DATABASE_ROUTERS = ["tests.routing.BackendRouter"]

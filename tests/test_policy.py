@@ -15,10 +15,26 @@ from tests.helpers import assert_hits_database, assert_served_from_cache
 def stored_ttl(backend, key):
     if backend.cache_alias == "redis":
         return backend.cache.ttl(key)
+    if backend.cache_alias == "memcached":
+        return memcached_ttl(backend, key)
     import time
 
     expiry = backend.cache._expire_info[backend.cache.make_key(key)]
     return None if expiry is None else round(expiry - time.time())
+
+
+def memcached_ttl(backend, key):
+    """Remaining TTL from memcached's meta protocol (``mg <key> t``)."""
+    import socket
+
+    from django.conf import settings
+
+    host, port = settings.CACHES["memcached"]["LOCATION"].split(":")
+    with socket.create_connection((host, int(port)), timeout=2) as sock:
+        sock.sendall(f"mg {backend.cache.make_key(key)} t\r\n".encode())
+        reply = sock.recv(128).decode()
+    flags = dict((part[0], part[1:]) for part in reply.split()[1:])
+    return int(flags["t"])
 
 
 def last_stored_key(read):
