@@ -328,13 +328,15 @@ def _store(
     started = time.perf_counter()
     try:
         versions.store(cache, key, storage.dump(snapshot, result), timeout)
-    except storage.TooLarge as exc:
-        logger.info("ormcache: not storing a result of %s: %s", model._meta.label, exc)
-        return
     except versions.CacheUnavailable:
         return
-    except Exception as exc:  # unpicklable rows, e.g. memoryview columns
-        logger.warning("ormcache: could not store a result: %s", exc)
+    except Exception as exc:  # too large, or unpicklable rows (e.g. memoryview columns)
+        level = logging.INFO if isinstance(exc, storage.TooLarge) else logging.WARNING
+        logger.log(level, "ormcache: not storing a result of %s: %s", model._meta.label, exc)
+        if signals.not_stored.receivers:
+            signals.not_stored.send(
+                model, labels=labels, db_alias=db_alias, key=key, reason=str(exc), elapsed=0.0
+            )
         return
     if signals.cache_stored.receivers:
         signals.cache_stored.send(

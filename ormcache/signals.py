@@ -22,9 +22,20 @@ cache_hit = _signals.signal("ormcache.cache-hit", doc="A read was served from th
 cache_miss = _signals.signal("ormcache.cache-miss", doc="A cacheable read went to the database.")
 cache_stored = _signals.signal("ormcache.cache-stored", doc="A read result was stored.")
 invalidated = _signals.signal("ormcache.invalidated", doc="Table versions were bumped.")
+not_stored = _signals.signal(
+    "ormcache.not-stored",
+    doc="A result was too large (MAX_ENTRY_BYTES/MAX_ENTRY_ROWS) or could not be encoded.",
+)
 stale_detected = _signals.signal(
     "ormcache.stale-detected",
     doc="Shadow-verify mode found a cache hit that differs from the database.",
 )
 
-__all__ = ["cache_hit", "cache_miss", "cache_stored", "invalidated", "stale_detected"]
+__all__ = [
+    "cache_hit",
+    "cache_miss",
+    "cache_stored",
+    "invalidated",
+    "not_stored",
+    "stale_detected",
+]

@@ -273,9 +273,19 @@ class TestSecurity:
 
     def test_byte_limit(self, flaky):
         PostFactory.create_batch(3, body="x" * 5000)
-        with override_settings(ORMCACHE={"CACHE": "flaky", "MAX_ENTRY_BYTES": 4000}):
-            list(Post.objects.all())
-            assert queries(lambda: list(Post.objects.all())) == 1
+        skipped = []
+
+        def count(sender, **kwargs):
+            skipped.append(kwargs["reason"])
+
+        ormcache.signals.not_stored.connect(count)
+        try:
+            with override_settings(ORMCACHE={"CACHE": "flaky", "MAX_ENTRY_BYTES": 4000}):
+                list(Post.objects.all())
+                assert queries(lambda: list(Post.objects.all())) == 1
+        finally:
+            ormcache.signals.not_stored.disconnect(count)
+        assert len(skipped) == 2 and "more than 4000" in skipped[0]
 
     def test_keys_never_contain_user_input(self, flaky):
         PostFactory()
