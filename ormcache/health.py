@@ -10,7 +10,9 @@ success closes the breaker.
 invariant 6 (lose no invalidation): a version bump that could not be delivered
 is remembered. Before this process serves anything from the cache again, it
 bumps the global version, which kills every entry in the cache, including those
-the lost bump should have killed. Other processes that never saw a failure keep
+the lost bump should have killed, and gives the keys it could not bump fresh
+tokens (a delayed pending token would otherwise keep its table uncached until it
+expires). Other processes that never saw a failure keep
 serving until then: see docs/operations.md for the bound.
 """
 
@@ -19,7 +21,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from . import conf
 
@@ -30,7 +33,7 @@ logger = logging.getLogger("ormcache")
 class _Health:
     failures: int = 0
     open_until: float = 0.0
-    lost_bumps: bool = False
+    lost_bumps: set[str] = field(default_factory=set)
 
 
 _lock = threading.Lock()
@@ -72,16 +75,17 @@ def record_failure(alias: str) -> None:
             )
 
 
-def record_lost_bump(alias: str) -> None:
-    _state(alias).lost_bumps = True
+def record_lost_bump(alias: str, version_keys: Iterable[str]) -> None:
+    _state(alias).lost_bumps.update(version_keys)
 
 
-def has_lost_bumps(alias: str) -> bool:
+def lost_bumps(alias: str) -> set[str]:
+    """The version keys whose bumps this process could not deliver."""
     return _state(alias).lost_bumps
 
 
-def clear_lost_bumps(alias: str) -> None:
-    _state(alias).lost_bumps = False
+def clear_lost_bumps(alias: str, delivered: Iterable[str]) -> None:
+    _state(alias).lost_bumps.difference_update(delivered)
 
 
 def reset() -> None:

@@ -5,12 +5,18 @@ sends, from the ORM or from ``connection.cursor()``. After a write statement it
 bumps the versions of the tables the statement wrote (plus the tables the
 database writes by itself through ``DB_CASCADE``-style foreign keys).
 
-invariant 1 (never stale after commit): in autocommit the statement has
-committed when it returns, so the bump follows the commit. Inside a transaction
-the bump happens now (so readers stop trusting entries made before the write)
-and again in ``on_commit`` (invariant 3: a reader that filled the cache with
-pre-commit rows in between wrote them under a version that the commit bump
-kills).
+invariant 1 (never stale after commit): in autocommit a write statement
+commits as it runs, before the wrapper regains control. So the tables are set to
+a *pending* version before the statement runs (no entry can match it and nothing
+is stored under it) and to a new normal version after it: a read that starts
+after the commit can never hit an entry from before it, not even in the instant
+between the commit and the bump.
+
+Inside a transaction the bump after the statement is a pending one (readers stop
+trusting entries made before the write, and store nothing of the table until the
+end), and the tables get normal versions again at commit, in ``on_commit``
+(invariant 3: a reader that filled the cache with pre-commit rows wrote them
+under a version that the commit bump kills).
 """
 
 from __future__ import annotations
@@ -31,23 +37,34 @@ def watch_writes(execute: Any, sql: str, params: Any, many: bool, context: Any) 
     """The execute wrapper installed on every connection (see apps.py)."""
     connection = context["connection"]
     transaction.settle(connection)
+    written = statements.tables_written(sql) if isinstance(sql, str) else statements.EVERYTHING
+    if not written:
+        return execute(sql, params, many, context)
+    if not transaction.in_user_transaction(connection):
+        # Autocommit: the statement commits before we regain control.
+        bump_tables(
+            connection.alias, _with_cascades(written), pending=versions.STATEMENT_PENDING_TIMEOUT
+        )
     try:
         return execute(sql, params, many, context)
     finally:
         # Bump even when the statement failed: a partial write is still a write,
         # and an extra bump only costs a miss.
-        written = statements.tables_written(sql) if isinstance(sql, str) else statements.EVERYTHING
-        if written:
-            after_write(connection, written)
+        after_write(connection, written)
+
+
+def _with_cascades(written: frozenset[str]) -> frozenset[str]:
+    """The tables written, plus those the database writes itself (DB_CASCADE...)."""
+    if written is statements.EVERYTHING:
+        return written
+    tables_hit = set(written)
+    for table in written:
+        tables_hit |= tables.database_cascades(table)
+    return frozenset(tables_hit)
 
 
 def after_write(connection: Any, written: frozenset[str]) -> None:
-    if written is statements.EVERYTHING:
-        tables_hit = written
-    else:
-        tables_hit = set(written)
-        for table in written:
-            tables_hit |= tables.database_cascades(table)
+    tables_hit = _with_cascades(written)
     if transaction.in_user_transaction(connection):
         # invariants 1 and 3: pending now (no fills until the end), normal again at commit.
         transaction.record_write(connection, tables_hit, bump_tables)
@@ -56,7 +73,9 @@ def after_write(connection: Any, written: frozenset[str]) -> None:
         bump_tables(connection.alias, frozenset(tables_hit))
 
 
-def bump_tables(db_alias: str | None, written: frozenset[str], *, pending: bool = False) -> None:
+def bump_tables(
+    db_alias: str | None, written: frozenset[str], *, pending: bool | float = False
+) -> None:
     """Bump ``written`` tables of ``db_alias`` (``{"*"}``: everything) and signal it."""
     started = time.perf_counter()
     if "*" in written:
@@ -73,6 +92,7 @@ def bump_tables(db_alias: str | None, written: frozenset[str], *, pending: bool 
             tables=tuple(sorted(written)),
             key=None,
             elapsed=time.perf_counter() - started,
+            pending=bool(pending),
         )
 
 

@@ -45,6 +45,8 @@ class CacheUnavailable(Exception):
 
 #: Seconds a pending token lives if its transaction never reports its end.
 PENDING_TIMEOUT = 300
+#: Seconds the pending token set before an autocommit write statement lives.
+STATEMENT_PENDING_TIMEOUT = 30
 
 
 def new_token() -> int:
@@ -128,9 +130,11 @@ def _salvage(cache: BaseCache, cache_keys: Sequence[str]) -> dict[str, Any]:
 def _resync() -> None:
     """invariant 6: after a lost bump, invalidate everything before trusting the cache."""
     alias = conf.cache_alias()
-    if health.has_lost_bumps(alias):
-        _call(get_cache().set, keys.GLOBAL_VERSION_KEY, new_token(), timeout=None)
-        health.clear_lost_bumps(alias)
+    lost = health.lost_bumps(alias)
+    if lost:
+        resync = {key: new_token() for key in {*lost, keys.GLOBAL_VERSION_KEY}}
+        _call(get_cache().set_many, resync, timeout=None)
+        health.clear_lost_bumps(alias, resync)
         logger.warning("ormcache: invalidated everything after version bumps were lost")
 
 
@@ -152,26 +156,34 @@ def ensure(cache: BaseCache, missing: Iterable[str]) -> dict[str, Any]:
     return tokens
 
 
-def bump(cache: BaseCache, version_keys: Iterable[str], *, pending: bool = False) -> bool:
-    """Give each key a new token; False when it could not be delivered (and remember that)."""
+def bump(cache: BaseCache, version_keys: Iterable[str], *, pending: bool | float = False) -> bool:
+    """Give each key a new token; False when it could not be delivered (and remember that).
+
+    ``pending`` makes pending tokens, which expire after PENDING_TIMEOUT seconds, or
+    after ``pending`` seconds when it is a number.
+    """
     make = new_pending_token if pending else new_token
     tokens = {key: make() for key in version_keys}
     if not tokens:
         return True
+    if pending is True:
+        timeout: float | None = PENDING_TIMEOUT
+    else:
+        timeout = pending or None
     try:
-        failed = _call(cache.set_many, tokens, timeout=PENDING_TIMEOUT if pending else None)
+        failed = _call(cache.set_many, tokens, timeout=timeout)
     except CacheUnavailable:
         failed = list(tokens)
     if failed:
         logger.warning("ormcache: could not bump versions %s", sorted(failed))
-        health.record_lost_bump(conf.cache_alias())
+        health.record_lost_bump(conf.cache_alias(), tokens)
         return False
     return True
 
 
-def bump_tables(db_alias: str, tables: Iterable[str], *, pending: bool = False) -> bool:
+def bump_tables(db_alias: str, tables: Iterable[str], *, pending: bool | float = False) -> bool:
     return bump(get_cache(), keys.version_keys(db_alias, tables), pending=pending)
 
 
-def bump_global(*, pending: bool = False) -> bool:
+def bump_global(*, pending: bool | float = False) -> bool:
     return bump(get_cache(), [keys.GLOBAL_VERSION_KEY], pending=pending)

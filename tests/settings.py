@@ -76,14 +76,14 @@ if REDIS_URL:
     CACHES["redis"] = {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
-        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 5, "SOCKET_TIMEOUT": 5},
     }
 
 if MEMCACHED:
     CACHES["memcached"] = {
         "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
         "LOCATION": MEMCACHED,
-        "OPTIONS": {"connect_timeout": 1, "timeout": 1},
+        "OPTIONS": {"connect_timeout": 5, "timeout": 5},
     }
 
 DATABASE_ROUTERS = ["tests.routing.BackendRouter"]

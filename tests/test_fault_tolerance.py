@@ -153,7 +153,7 @@ class TestLoseNoInvalidation:
             flaky.resume()
         wait_for_cooldown()
         title(post.pk)
-        assert not health.has_lost_bumps("flaky")
+        assert not health.lost_bumps("flaky")
         assert queries(lambda: title(post.pk)) == 0
 
 
