@@ -75,8 +75,14 @@ class CachingCompilerMixin:
         if probe is not None:
             probe.outer_compiled = True
         parent = super().execute_sql  # type: ignore[misc]
-        if chunked_fetch or result_type not in (MULTI, SINGLE) or not _wants_cache(self.query):
-            # iterator() streams: nothing to keep.
+        if (
+            chunked_fetch  # iterator() streams: nothing to keep
+            or result_type not in (MULTI, SINGLE)
+            # Locks rows, so it must reach the database; checked here, not in the
+            # per-SQL plan, because on SQLite it compiles to the plain query's SQL.
+            or self.query.select_for_update
+            or not _wants_cache(self.query)
+        ):
             return parent(result_type, chunked_fetch, chunk_size)
         try:
             sql, params = self.as_sql()  # type: ignore[attr-defined]

@@ -85,5 +85,11 @@ def record_write(connection: Any, tables: Iterable[str], bump: Bump) -> None:
     new = frozenset(tables - done)
     if new:
         done.update(new)
-        alias = connection.alias
-        transaction.on_commit(lambda: bump(alias, new), using=alias)
+        transaction.on_commit(lambda: _committed(connection, state, new), using=connection.alias)
+
+
+def _committed(connection: Any, state: _State, tables: frozenset[str]) -> None:
+    """on_commit: bump again, and end the state (the next transaction starts afresh)."""
+    if _states.get(connection) is state:
+        del _states[connection]
+    state.bump(connection.alias, tables)
