@@ -59,23 +59,36 @@ def version_keys_for(db_alias: str, model_tables: Any) -> list[str]:
 def remember(results: list[Any], hit: tuple[str, dict[str, Any]]) -> None:
     """Mark the instances built from a cache hit (and their select_related objects)."""
     db_alias, tokens = hit
+    per_class: dict[type, dict[str, Any] | None] = {}
     for instance in results:
         if isinstance(instance, Model):
-            _mark(instance, db_alias, tokens)
+            _mark(instance, db_alias, tokens, per_class)
 
 
-def _mark(instance: Model, db_alias: str, tokens: dict[str, Any]) -> None:
-    if conf.policy_for(instance).stale_save == "allow":
+def _own_tokens(model: Any, db_alias: str, tokens: dict[str, Any]) -> dict[str, Any] | None:
+    """The tokens of the tables holding ``model``'s rows; None when its policy skips the guard."""
+    if conf.policy_for(model).stale_save == "allow":
+        return None
+    own = set(version_keys_for(db_alias, tables.tables_of_model(model)))
+    return {key: token for key, token in tokens.items() if key in own}
+
+
+def _mark(
+    instance: Model, db_alias: str, tokens: dict[str, Any], per_class: dict[type, Any]
+) -> None:
+    model = type(instance)
+    if model not in per_class:  # worked out once per model and read, not per row
+        per_class[model] = _own_tokens(model, db_alias, tokens)
+    own = per_class[model]
+    if own is None:
         return
-    own = set(version_keys_for(db_alias, tables.tables_of_model(type(instance))))
-    instance.__dict__[MARK] = (
-        db_alias,
-        {key: token for key, token in tokens.items() if key in own},
-        {k: v for k, v in instance.__dict__.items() if not k.startswith("_")},
-    )
-    for related in getattr(instance._state, "fields_cache", {}).values():
-        if isinstance(related, Model):
-            _mark(related, db_alias, tokens)
+    # A shallow copy of the loaded values; only field attnames are ever compared.
+    instance.__dict__[MARK] = (db_alias, own, instance.__dict__.copy())
+    fields_cache = instance._state.fields_cache
+    if fields_cache:
+        for related in fields_cache.values():
+            if isinstance(related, Model):
+                _mark(related, db_alias, tokens, per_class)
 
 
 def check_before_save(
