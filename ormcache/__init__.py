@@ -12,24 +12,36 @@ Public API::
     ormcache.invalidate(Post)                  # after writes ormcache cannot see
     ormcache.invalidate_all()
     with ormcache.disabled(): ...              # also a decorator
+
+    @ormcache.cached_as(Comment)               # a function's result, never stale
+    @ormcache.cached_property(depends_on=["blog.comment"])   # a model property
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from .decorators import cache_page, no_page_cache
+from .memoize import NOT_CACHED, cached_as, cached_property
 from .query import CachedManager, CachedQuerySet, CachedQuerySetMixin
 from .reads import disabled
 from .stale import StaleObjectError
+from .verify import StaleCacheError
 
 __all__ = [
+    "NOT_CACHED",
     "CachedManager",
     "CachedQuerySet",
     "CachedQuerySetMixin",
+    "StaleCacheError",
     "StaleObjectError",
+    "cache_page",
+    "cached_as",
+    "cached_property",
     "disabled",
     "invalidate",
     "invalidate_all",
+    "no_page_cache",
 ]
 
 __version__ = "0.1.0"

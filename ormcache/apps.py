@@ -17,7 +17,7 @@ class OrmcacheConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_save, pre_save
 
-        from . import checks  # noqa: F401  (registers the system checks)
+        from . import checks, stats  # noqa: F401  (checks: registers the system checks)
         from .installer import install_listed_models
         from .stale import check_before_save, forget_after_save
 
@@ -27,6 +27,7 @@ class OrmcacheConfig(AppConfig):
         install_listed_models(apps.get_models())
         pre_save.connect(check_before_save, dispatch_uid="ormcache.stale_save")
         post_save.connect(forget_after_save, dispatch_uid="ormcache.stale_save")
+        stats.sync()  # connects the stats counters when ORMCACHE["STATS"] turns them on
 
 
 def watch_connection(sender: Any = None, connection: Any = None, **kwargs: Any) -> None:

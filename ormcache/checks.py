@@ -7,13 +7,14 @@ runs, so ``override_settings`` applies.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.apps import apps
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
-from . import conf
+from . import conf, stats
 
 _LOCAL_BACKENDS = (
     "django.core.cache.backends.locmem.LocMemCache",
@@ -64,6 +65,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     problems += _check_databases(raw.get("DATABASES", {}))
     problems += _check_fault_tolerance(raw)
     problems += _check_helpers(raw)
+    problems += [_error(code, msg, hint) for code, msg, hint in stats.check(raw.get("STATS"))]
     models = raw.get("MODELS", {})
     if not isinstance(models, dict):
         problems.append(
@@ -316,3 +318,160 @@ def _check_policy(label: Any, policy: Any) -> list[Any]:
                 )
             )
     return problems
+
+
+# --- The page cache: ORMCACHE["PAGES"] and the middleware's place (E020-E029, W020-W029) ---
+
+_PAGE_MIDDLEWARE = "ormcache.middleware.CacheMiddleware"
+#: Middleware the page cache must come after, and why.
+_PAGE_NEEDS_BEFORE = {
+    "django.contrib.sessions.middleware.SessionMiddleware": "to tell logged-in sessions apart",
+    "django.contrib.auth.middleware.AuthenticationMiddleware": "to know request.user",
+    "django.contrib.messages.middleware.MessageMiddleware": "to see pending messages",
+    "django.middleware.csrf.CsrfViewMiddleware": "to see pages that used the CSRF token",
+}
+_DJANGO_PAGE_CACHE = (
+    "django.middleware.cache.UpdateCacheMiddleware",
+    "django.middleware.cache.FetchFromCacheMiddleware",
+    "django.middleware.cache.CacheMiddleware",
+)
+
+
+@register(Tags.caches, Tags.security)
+def check_pages(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """``ORMCACHE["PAGES"]`` and the position of the page cache middleware."""
+    raw = getattr(settings, "ORMCACHE", {})
+    pages = raw.get("PAGES", {}) if isinstance(raw, dict) else {}
+    return _check_page_settings(pages) + _check_page_middleware()
+
+
+def _check_page_settings(pages: Any) -> list[Any]:
+    hint = 'For example {"timeout": 600, "exclude_paths": [r"^/account/"]}.'
+    if not isinstance(pages, dict):
+        return [_error(20, "ORMCACHE['PAGES'] must be a dict.", hint)]
+    problems = []
+    unknown = sorted(set(pages) - set(conf.PAGES_DEFAULTS))
+    if unknown:
+        problems.append(
+            _error(
+                21,
+                f"Unknown ORMCACHE['PAGES'] keys: {', '.join(map(repr, unknown))}.",
+                f"Allowed keys: {', '.join(sorted(conf.PAGES_DEFAULTS))}.",
+            )
+        )
+    if "enabled" in pages and not isinstance(pages["enabled"], bool):
+        problems.append(
+            _error(22, f"PAGES['enabled'] must be True or False, got {pages['enabled']!r}.", hint)
+        )
+    if "timeout" in pages and not _valid_timeout(pages["timeout"]):
+        problems.append(
+            _error(
+                22,
+                f"PAGES['timeout'] must be a non-negative int or None, got {pages['timeout']!r}.",
+                "Seconds a page may live at most; None: until what it read changes.",
+            )
+        )
+    if "key_prefix" in pages and not (
+        isinstance(pages["key_prefix"], str) and re.fullmatch(r"[\w.:-]*", pages["key_prefix"])
+    ):
+        problems.append(
+            _error(
+                22,
+                f"PAGES['key_prefix'] must be a str of letters, digits and _.:-, "
+                f"got {pages['key_prefix']!r}.",
+                'For example "v2".',
+            )
+        )
+    header = pages.get("header", "")
+    if header is not None and not (
+        isinstance(header, str) and (header == "" or re.fullmatch(r"[!#$%&'*+.^_`|~\w-]+", header))
+    ):
+        problems.append(
+            _error(
+                22,
+                f"PAGES['header'] must be a header name, or None for no header, got {header!r}.",
+                'The default is "X-Ormcache".',
+            )
+        )
+    headers = pages.get("vary_on_headers", ())
+    if not (isinstance(headers, (list, tuple)) and all(isinstance(h, str) for h in headers)):
+        problems.append(
+            _error(
+                22,
+                f"PAGES['vary_on_headers'] must be a list of header names, got {headers!r}.",
+                'For example ["Accept-Language"].',
+            )
+        )
+    for name in ("exclude_paths", "include_paths"):
+        problems += _check_patterns(name, pages.get(name, ()))
+    return problems
+
+
+def _check_patterns(name: str, patterns: Any) -> list[Any]:
+    hint = r'A list of regular expressions searched in request.path, e.g. [r"^/account/"].'
+    if isinstance(patterns, str) or not isinstance(patterns, (list, tuple)):
+        return [_error(23, f"PAGES[{name!r}] must be a list of regexes, got {patterns!r}.", hint)]
+    problems = []
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError) as exc:
+            problems.append(
+                _error(23, f"PAGES[{name!r}] has a bad regex {pattern!r}: {exc}.", hint)
+            )
+    return problems
+
+
+def _check_page_middleware() -> list[Any]:
+    middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
+    positions = [i for i, path in enumerate(middleware) if _is_a(path, _PAGE_MIDDLEWARE)]
+    if not positions:
+        return []
+    ours = positions[0]
+    problems = []
+    for path, why in _PAGE_NEEDS_BEFORE.items():
+        later = [i for i, entry in enumerate(middleware) if i > ours and _is_a(entry, path)]
+        if later:
+            problems.append(
+                Error(
+                    f"{middleware[ours]} comes before {middleware[later[0]]} in MIDDLEWARE.",
+                    hint=f"The page cache needs {path.rsplit('.', 1)[-1]} above it {why}: "
+                    "put ormcache's CacheMiddleware last.",
+                    obj="settings.MIDDLEWARE",
+                    id="ormcache.E024",
+                )
+            )
+    if ours != len(middleware) - 1:
+        problems.append(
+            Warning(
+                f"{middleware[ours]} is not the last entry of MIDDLEWARE.",
+                hint="Middleware below it runs inside the cached part: what it adds to a "
+                "response is stored and served to everyone. Put it last.",
+                obj="settings.MIDDLEWARE",
+                id="ormcache.W020",
+            )
+        )
+    if any(_is_a(entry, path) for entry in middleware for path in _DJANGO_PAGE_CACHE):
+        problems.append(
+            Warning(
+                "Django's cache middleware is installed with ormcache's page cache.",
+                hint="Django's serves pages until a timeout, without ormcache's privacy "
+                "rules or invalidation. Remove it.",
+                obj="settings.MIDDLEWARE",
+                id="ormcache.W021",
+            )
+        )
+    return problems
+
+
+def _is_a(entry: Any, dotted_path: str) -> bool:
+    """``entry`` (a MIDDLEWARE string) is ``dotted_path`` or a subclass of it."""
+    if entry == dotted_path:
+        return True
+    from django.utils.module_loading import import_string
+
+    try:
+        found, wanted = import_string(entry), import_string(dotted_path)
+    except ImportError:
+        return False
+    return isinstance(found, type) and isinstance(wanted, type) and issubclass(found, wanted)

@@ -57,6 +57,7 @@ SETTINGS_KEYS = frozenset(
         "VERIFY",
         "STAMPEDE_WAIT",
         "PAGES",
+        "STATS",
     }
 )
 DEFAULT_BREAKER = {"threshold": 3, "cooldown": 5.0}

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from typing import Any
 from django.db import connections
 from django.db.backends.signals import connection_created
 
-from . import conf, dependencies, reads, statements, tables, versions
+from . import conf, dependencies, reads, statements, tables, transaction, versions
 
 #: Statements that read (anything else that does not write is transaction control).
 _READ_HEAD = re.compile(r"^[\s(]*(?:SELECT|WITH|VALUES|TABLE|SHOW|EXPLAIN|PRAGMA)\b", re.I)
@@ -52,6 +53,7 @@ _CLOCK_KEYWORDS = frozenset(
     {"CURRENT_TIMESTAMP", "CURRENT_DATE", "CURRENT_TIME", "LOCALTIME", "LOCALTIMESTAMP"}
 )
 _MEMO_SIZE = 2048
+_SNAPSHOT = "a transaction that reads a snapshot (REPEATABLE READ or SERIALIZABLE)"
 
 
 @dataclass
@@ -96,6 +98,8 @@ class PageReads:
                 return None, f"a read with unknown dependencies ({event.reason})", None, True
             if event.outcome == "bypass" and event.reason == "disabled":
                 return None, "ormcache.disabled() was in force", None, True
+            if event.outcome == "bypass" and event.reason == "snapshot isolation":
+                return None, _SNAPSHOT, None, True
             read.update((event.db_alias, table) for table in event.tables)
             if not _merge(merged, event.versions):
                 return None, "the data changed while the page was built", None, True
@@ -152,9 +156,12 @@ def recording() -> Iterator[PageReads]:
 
 
 def watch_connections() -> None:
-    """Add the SQL watcher to this thread's connections that lack it (cheap when none do)."""
-    for alias in connections:
-        _watch(connections[alias])
+    """Add the SQL watcher to this thread's open connections that lack it.
+
+    Connections opened later get it from ``connection_created``.
+    """
+    for connection in connections.all(initialized_only=True):
+        _watch(connection)
 
 
 def _watch(connection: Any) -> None:
@@ -190,6 +197,10 @@ def _observe(page_reads: PageReads, connection: Any, sql: Any) -> None:
     if reads.is_disabled():
         page_reads.refuse("ormcache.disabled() was in force")
         return
+    if transaction.in_user_transaction(connection) and reads._sees_a_snapshot(connection):
+        # REPEATABLE READ / SERIALIZABLE: the rows may predate the tokens read now.
+        page_reads.refuse(_SNAPSHOT)
+        return
     found = tables_named(sql)
     if isinstance(found, str):
         page_reads.refuse(found)
@@ -202,6 +213,7 @@ def _observe(page_reads: PageReads, connection: Any, sql: Any) -> None:
 
 
 _memo: OrderedDict[str, frozenset[str] | str] = OrderedDict()
+_memo_lock = threading.Lock()
 _memo_tables: list[Any] = [None, {}]
 
 
@@ -217,9 +229,10 @@ def tables_named(sql: str) -> frozenset[str] | str:
     found = _memo.get(sql)
     if found is None:
         found = _find_tables(sql, _memo_tables[1])
-        _memo[sql] = found
-        if len(_memo) > _MEMO_SIZE:
-            _memo.popitem(last=False)
+        with _memo_lock:  # threaded servers share the memo
+            _memo[sql] = found
+            if len(_memo) > _MEMO_SIZE:
+                _memo.popitem(last=False)
     return found
 
 

@@ -30,7 +30,18 @@ from typing import Any
 
 from django.db import connections
 
-from . import conf, keys, signals, stale, storage, tables, transaction, versions
+from . import (
+    conf,
+    keys,
+    signals,
+    stale,
+    stampede,
+    storage,
+    tables,
+    transaction,
+    verify,
+    versions,
+)
 from .keys import Uncacheable
 
 logger = logging.getLogger("ormcache")
@@ -232,6 +243,20 @@ def fetch(
                 key=key,
                 elapsed=time.perf_counter() - started,
             )
+        if verify.enabled():
+            # Shadow-verify: the hit runs its query too, so query counts do not change.
+            return verify.check_hit(
+                entry[1],
+                run=lambda: _run(run),
+                still_current=lambda: _poll(cache, key, version_keys)[2] == tuple(current),
+                model=model,
+                db_alias=db_alias,
+                key=key,
+                sql=sql,
+                params=params,
+                tables=deps,
+                labels=labels,
+            )
         return entry[1]
 
     # Miss. invariant 3: take the snapshot before running the query.
@@ -255,14 +280,48 @@ def fetch(
             key=key,
             elapsed=time.perf_counter() - started,
         )
-    result = _run(run)
-    if versions.storable(snapshot) and not _replica_may_lag(db_alias, snapshot):
-        # A pending token means a transaction wrote a table and has not committed:
-        # what we read may be about to change, so it is not kept.
-        _store(
-            cache, key, snapshot, result, _timeout(timeout, policy_timeout), model, labels, db_alias
-        )
-    return result
+    lagging = _replica_may_lag(db_alias, snapshot)
+
+    def fill(snapshot: tuple) -> Any:
+        result = _run(run)
+        if versions.storable(snapshot) and not _replica_may_lag(db_alias, snapshot):
+            # A pending token means a transaction wrote a table and has not committed:
+            # what we read may be about to change, so it is not kept.
+            _store(
+                cache,
+                key,
+                snapshot,
+                result,
+                _timeout(timeout, policy_timeout),
+                model,
+                labels,
+                db_alias,
+            )
+        return result
+
+    def poll() -> stampede.PollResult:
+        hit, rows, now = _poll(cache, key, version_keys)
+        if hit:
+            stale.last_hit.set((db_alias, dict(zip(version_keys, now, strict=True))))
+        return hit, rows, now
+
+    # Stampede protection: of the readers missing this entry at once, one runs the query.
+    return stampede.compute(cache, key, snapshot, fill=fill, poll=poll, protect=not lagging)
+
+
+def _poll(cache: Any, key: str, version_keys: list[str]) -> stampede.PollResult:
+    """(a current entry was found, its rows, the current versions or None if unknown)."""
+    try:
+        found = versions.read_many(cache, [key, *version_keys])
+    except versions.CacheUnavailable:
+        return False, None, None
+    current = tuple(found.get(k) for k in version_keys)
+    if None in current:
+        return False, None, None
+    entry = storage.load(found.get(key), key) if key in found else None
+    if entry is not None and entry[0] == current:
+        return True, entry[1], current
+    return False, None, current
 
 
 def _known_tables(sql: str, find: Callable[[], frozenset[str]]) -> frozenset[str] | None:

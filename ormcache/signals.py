@@ -3,9 +3,10 @@
 Each is sent only when it has receivers, so an unobserved hit pays nothing.
 Keyword arguments (all signals): ``labels`` (tuple of model labels involved),
 ``db_alias``, ``key`` (the result key, or None for invalidations), ``elapsed``
-(seconds spent). ``invalidated`` also gets ``tables``. The sender is the model
-class the query was made on (for invalidations: the first model written, or
-None when the tables are not models).
+(seconds spent). ``invalidated`` also gets ``tables`` and ``pending`` (True for
+the provisional bump before a write commits; a normal bump follows it). The
+sender is the model class the query was made on (for invalidations: the first
+model written, or None when the tables are not models).
 
 ``stale_detected`` (shadow-verify mode, ``ORMCACHE["VERIFY"]``) also gets
 ``kind`` (``"query"``, or the helper: ``"cached_as"``, ``"cached_property"``,

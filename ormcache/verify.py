@@ -24,6 +24,7 @@ without a total ORDER BY may return ties in any order).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import pickle
 import time
@@ -39,6 +40,21 @@ logger = logging.getLogger("ormcache")
 
 class StaleCacheError(AssertionError):
     """Shadow-verify mode ``"raise"``: a cache hit differs from what the database says."""
+
+
+#: True while a hit is being checked against the database, so SQL watchers (and test
+#: helpers counting "a hit runs no SQL") can tell the check apart from the read.
+shadowing: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "ormcache_verify_shadowing", default=False
+)
+
+
+def _shadow(run: Callable[[], Any]) -> Any:
+    token = shadowing.set(True)
+    try:
+        return run()
+    finally:
+        shadowing.reset(token)
 
 
 def enabled() -> bool:
@@ -63,7 +79,7 @@ def check_hit(
     if mode == "off":
         return cached
     started = time.perf_counter()
-    fresh = run()
+    fresh = _shadow(run)
     if same_rows(cached, fresh) or not still_current():
         return fresh
     _report(
@@ -101,7 +117,7 @@ def check_value(
     if mode == "off":
         return cached
     started = time.perf_counter()
-    fresh = compute()
+    fresh = _shadow(compute)
     if same_value(cached, fresh) or not still_current():
         return fresh
     _report(
@@ -139,7 +155,11 @@ async def acheck_value(
     if mode == "off":
         return cached
     started = time.perf_counter()
-    fresh = await compute()
+    token = shadowing.set(True)
+    try:
+        fresh = await compute()
+    finally:
+        shadowing.reset(token)
     if same_value(cached, fresh) or not await still_current():
         return fresh
     _report(

@@ -34,6 +34,7 @@ import logging
 import math
 import pickle
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,6 +106,14 @@ class Dependencies:
     models: list[Any] = field(default_factory=list)
     identity: list[Any] = field(default_factory=list)
     uncacheable: str | None = None
+
+    def copy(self) -> Dependencies:
+        return Dependencies(
+            {db_alias: set(found) for db_alias, found in self.tables.items()},
+            list(self.models),
+            list(self.identity),
+            self.uncacheable,
+        )
 
     def add_tables(self, db_alias: str, found: Iterable[str], model: Any) -> None:
         self.tables.setdefault(db_alias, set()).update(found)
@@ -183,6 +192,38 @@ def resolve(items: Iterable[Any], using: str | None = None) -> Dependencies:
     for item in items:
         deps.add(item, using)
     return deps
+
+
+# Dependencies fixed at decoration time (models, labels, querysets) resolve the same way
+# for the same databases: compiling a queryset costs about as much as a hit, so they are
+# resolved once per (decorator, databases the router picks). Forgotten with the settings.
+_MEMO_SIZE = 1024
+_static_memo: OrderedDict[tuple[Any, ...], Dependencies] = OrderedDict()
+conf.forget_hooks.append(_static_memo.clear)
+
+
+def resolve_static(owner: object, items: tuple[Any, ...]) -> Dependencies:
+    """``resolve(items)`` for dependencies declared once (``owner`` identifies them).
+
+    Returns a copy the caller may extend. Instances are not memoised: they are keyed
+    by the field values they hold.
+    """
+    if any(isinstance(item, Model) for item in items):
+        return resolve(items)
+    memo_key = (owner, *(_database_of(item) for item in items))
+    found = _static_memo.get(memo_key)
+    if found is None:
+        found = _static_memo[memo_key] = resolve(items)
+        if len(_static_memo) > _MEMO_SIZE:
+            _static_memo.popitem(last=False)
+    return found.copy()
+
+
+def _database_of(item: Any) -> str:
+    if isinstance(item, QuerySet):
+        return item.db
+    model = apps.get_model(item) if isinstance(item, str) else item
+    return router.db_for_read(model)
 
 
 def model_tables(model: Any) -> set[str]:

@@ -16,7 +16,7 @@ from django.core.cache import caches
 from django.db import connections
 from django.test.utils import CaptureQueriesContext, override_settings
 
-from ormcache import health, verify, versions
+from ormcache import health, signals, verify, versions
 from tests.routing import current_alias
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -71,9 +71,9 @@ class WithoutVerifyChecks(CaptureQueriesContext):
     @property
     def captured_queries(self):
         queries = super().captured_queries
-        if not any(self._checks):
+        if not any(self._checks) or len(queries) != len(self._checks):
             return queries
-        return [query for query, check in zip(queries, self._checks, strict=False) if not check]
+        return [query for query, check in zip(queries, self._checks, strict=True) if not check]
 
     def __len__(self):
         return len(self.captured_queries)
@@ -134,6 +134,27 @@ class Backend:
         """override_settings for ORMCACHE, keeping this backend's cache alias."""
         value = {**settings.ORMCACHE, "CACHE": self.cache_alias, **overrides}
         return override_settings(ORMCACHE=value)
+
+
+# Shadow-verify runs (ORMCACHE_TEST_VERIFY, see tests/test_verify.py) report how many
+# cache hits were checked against the database, so a run that checked nothing shows.
+_verified_hits = [0]
+
+
+def _count_verified_hit(sender, **kwargs):
+    if verify.enabled():
+        _verified_hits[0] += 1
+
+
+if os.environ.get("ORMCACHE_TEST_VERIFY"):
+    signals.cache_hit.connect(_count_verified_hit)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if os.environ.get("ORMCACHE_TEST_VERIFY"):
+        terminalreporter.write_line(
+            f"ormcache verify: {_verified_hits[0]} cache hits checked against the database"
+        )
 
 
 def pytest_collection_modifyitems(items):

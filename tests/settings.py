@@ -6,6 +6,7 @@ parametrises tests over the pairs; a router sends every query to the pair of
 the running test.
 """
 
+import importlib.util
 import os
 
 SECRET_KEY = "ormcache-tests"
@@ -69,7 +70,8 @@ if PG_HOST:
         "PORT": os.environ.get("ORMCACHE_TEST_PG_PORT", "5432"),
         "USER": os.environ.get("ORMCACHE_TEST_PG_USER", "postgres"),
         "NAME": "ormcache",
-        "TEST": {"NAME": "test_ormcache"},
+        # A nested run (tests/test_verify.py) needs a test database of its own.
+        "TEST": {"NAME": os.environ.get("ORMCACHE_TEST_PG_DBNAME", "test_ormcache")},
     }
     DATABASES["pg_replica"] = {**DATABASES["pg"], "TEST": {"MIRROR": "pg"}}
 if REDIS_URL:
@@ -98,4 +100,14 @@ ORMCACHE = {
         "auth.group": {"enabled": True},
     },
 }
+# Shadow-verify mode for a whole run: every cache hit also queries the database and
+# must agree with it (tests/test_verify.py runs part of the suite with "raise").
+if os.environ.get("ORMCACHE_TEST_VERIFY"):
+    ORMCACHE["VERIFY"] = os.environ["ORMCACHE_TEST_VERIFY"]
+# django-debug-toolbar, for tests/test_debug_toolbar.py: its store has a model, so the
+# app is installed; the toolbar itself is never shown (no middleware, no URLs).
+if importlib.util.find_spec("debug_toolbar") is not None:
+    INSTALLED_APPS.append("debug_toolbar")
+    # Only ormcache's panel: the default panels instrument Django at start-up.
+    DEBUG_TOOLBAR_PANELS = ["ormcache.contrib.debug_toolbar.OrmcachePanel"]
 SILENCED_SYSTEM_CHECKS = ["ormcache.W001"]

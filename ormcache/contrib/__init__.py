@@ -1,0 +1,1 @@
+"""Optional integrations: the admin stats page and the django-debug-toolbar panel."""
