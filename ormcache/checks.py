@@ -86,7 +86,7 @@ def _positive_int_or_none(value: Any) -> bool:
 
 
 def _check_fault_tolerance(raw: dict[str, Any]) -> list[Any]:
-    problems = []
+    problems: list[Any] = []
     breaker = raw.get("BREAKER", {})
     hint = 'For example {"threshold": 3, "cooldown": 5}.'
     if not isinstance(breaker, dict) or set(breaker) - {"threshold", "cooldown"}:
@@ -127,7 +127,7 @@ def _check_fault_tolerance(raw: dict[str, Any]) -> list[Any]:
 
 def _check_helpers(raw: dict[str, Any]) -> list[Any]:
     """VERIFY (shadow-verify mode) and STAMPEDE_WAIT (stampede protection)."""
-    problems = []
+    problems: list[Any] = []
     mode = raw.get("VERIFY", "off")
     if mode not in conf.VERIFY_CHOICES:
         problems.append(
@@ -165,7 +165,7 @@ def _check_databases(databases: Any) -> list[Any]:
     hint = 'For example {"replica": {"versions_of": "default", "replication_lag": 2}}.'
     if not isinstance(databases, dict):
         return [_error(14, "ORMCACHE['DATABASES'] must be a dict of alias -> options.", hint)]
-    problems = []
+    problems: list[Any] = []
     known = set(getattr(settings, "DATABASES", {}))
     for alias, options in databases.items():
         if alias not in known:
@@ -259,7 +259,7 @@ def _check_label(label: Any) -> list[Any]:
         try:
             app_config.get_model(model_name)
         except LookupError:
-            known = ", ".join(sorted(m._meta.model_name for m in app_config.get_models()))
+            known = ", ".join(sorted(str(m._meta.model_name) for m in app_config.get_models()))
             return [
                 _error(
                     7,
@@ -279,7 +279,7 @@ def _check_policy(label: Any, policy: Any) -> list[Any]:
                 'For example {"enabled": True, "timeout": 600, "user_scoped": False}.',
             )
         ]
-    problems = []
+    problems: list[Any] = []
     unknown = sorted(set(policy) - set(conf.POLICY_KEYS))
     if unknown:
         problems.append(
@@ -349,7 +349,7 @@ def _check_page_settings(pages: Any) -> list[Any]:
     hint = 'For example {"timeout": 600, "exclude_paths": [r"^/account/"]}.'
     if not isinstance(pages, dict):
         return [_error(20, "ORMCACHE['PAGES'] must be a dict.", hint)]
-    problems = []
+    problems: list[Any] = []
     unknown = sorted(set(pages) - set(conf.PAGES_DEFAULTS))
     if unknown:
         problems.append(
@@ -411,7 +411,7 @@ def _check_patterns(name: str, patterns: Any) -> list[Any]:
     hint = r'A list of regular expressions searched in request.path, e.g. [r"^/account/"].'
     if isinstance(patterns, str) or not isinstance(patterns, (list, tuple)):
         return [_error(23, f"PAGES[{name!r}] must be a list of regexes, got {patterns!r}.", hint)]
-    problems = []
+    problems: list[Any] = []
     for pattern in patterns:
         try:
             re.compile(pattern)
@@ -428,7 +428,7 @@ def _check_page_middleware() -> list[Any]:
     if not positions:
         return []
     ours = positions[0]
-    problems = []
+    problems: list[Any] = []
     for path, why in _PAGE_NEEDS_BEFORE.items():
         later = [i for i, entry in enumerate(middleware) if i > ours and _is_a(entry, path)]
         if later:

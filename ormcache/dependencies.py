@@ -112,8 +112,8 @@ def _visit_query(query: Query, tables: set[str]) -> None:
     _visit(query.where, tables)
     for expression in query.annotations.values():
         _visit(expression, tables)
-    for expression in query.select:
-        _visit(expression, tables)
+    for column in query.select:
+        _visit(column, tables)
     if isinstance(query.group_by, tuple):
         for expression in query.group_by:
             _visit(expression, tables)

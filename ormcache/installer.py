@@ -46,7 +46,7 @@ def install(model: Any) -> bool:
         if own is None:  # inherited from an abstract parent: shadow it with a copy
             own = copy.copy(manager)
             opts.local_managers.insert(0, own)
-        own.__class__ = _caching_manager_class(type(own), queryset_class)
+        own.__class__ = _caching_manager_class(type(own), queryset_class)  # type: ignore[arg-type]
         changed = True
     if changed:
         opts._expire_cache()

@@ -81,6 +81,7 @@ def bump_tables(
     if "*" in written:
         versions.bump_global(pending=pending)
     else:
+        assert db_alias is not None  # only bumps of everything come without an alias
         versions.bump_tables(conf.versions_alias(db_alias), written, pending=pending)
     if signals.invalidated.receivers:
         labels = ("*",) if "*" in written else tables.labels_for_tables(written)

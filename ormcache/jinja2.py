@@ -64,7 +64,7 @@ class CachedFragmentExtension(Extension):
         try:
             seconds = check_timeout(timeout)
         except ValueError as exc:
-            raise TemplateSyntaxError(str(exc), None) from None
+            raise TemplateSyntaxError(str(exc), None) from None  # type: ignore[arg-type]
         return Markup(render_fragment(name, rest, lambda: str(caller()), seconds))
 
 

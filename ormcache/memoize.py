@@ -172,13 +172,13 @@ class cached_property:
         self.function = function
         self.owner_name = ""
         if function is not None:
-            functools.update_wrapper(self, function)  # type: ignore[arg-type]
+            functools.update_wrapper(self, function)
 
     def __call__(self, function: Callable[[Any], Any]) -> cached_property:
         if self.function is not None:
             raise TypeError("cached_property is already bound to a function")
         self.function = function
-        functools.update_wrapper(self, function)  # type: ignore[arg-type]
+        functools.update_wrapper(self, function)
         return self
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -188,11 +188,12 @@ class cached_property:
     def __get__(self, instance: Any, owner: type | None = None) -> Any:
         if instance is None:
             return self
-        if self.function is None or not self.name:
+        function = self.function
+        if function is None or not self.name:
             raise TypeError("cached_property must decorate a method of a model class")
         if not isinstance(instance, Model):
             raise TypeError(f"ormcache.cached_property works on models, not {type(instance)!r}")
-        value = versioned.get(self.value_for(instance), lambda: self.function(instance))
+        value = versioned.get(self.value_for(instance), lambda: function(instance))
         instance.__dict__[self.name] = value
         return value
 

@@ -33,9 +33,12 @@ from django.conf import settings
 from django.utils.cache import get_max_age, has_vary_header
 
 try:  # Django >= 6.1 splits header values in django.utils.http
-    from django.utils.http import split_directive_names, split_header_value
+    from django.utils.http import (  # type: ignore[attr-defined,unused-ignore]
+        split_directive_names,
+        split_header_value,
+    )
 except ImportError:  # older Django: django.utils.cache.cc_delim_re
-    from django.utils.cache import cc_delim_re
+    from django.utils.cache import cc_delim_re  # type: ignore[attr-defined,unused-ignore]
 
     def split_header_value(value: str, sep: str = ",") -> Iterator[str]:
         for part in cc_delim_re.split(value):

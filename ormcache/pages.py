@@ -251,6 +251,7 @@ class Page:
             response.headers[name] = value
         self.outcome = "hit"
         answer = get_conditional_response(self.request, etag=etag, response=response)
+        assert answer is not None  # given a response, Django returns one
         self._mark(answer, "hit")
         return answer
 

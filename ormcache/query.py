@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connections, models
@@ -51,7 +51,7 @@ _aggregation_probe: contextvars.ContextVar[_AggregationProbe | None] = contextva
 class CachingCompilerMixin:
     """Serves MULTI and SINGLE results of read queries through ``reads.fetch``."""
 
-    query: Query
+    query: CachedQuery
     connection: Any
     using: str | None
     col_count: int
@@ -85,7 +85,7 @@ class CachingCompilerMixin:
         ):
             return parent(result_type, chunked_fetch, chunk_size)
         try:
-            sql, params = self.as_sql()  # type: ignore[attr-defined]
+            sql, params = self.as_sql()
         except EmptyResultSet:
             return parent(result_type, chunked_fetch, chunk_size)
         if not sql:
@@ -170,7 +170,7 @@ class CachedQuery(Query):
         parent = super().get_aggregation
         if not aggregate_exprs or not _wants_cache(self):
             return parent(using, aggregate_exprs)
-        pristine = self.clone()  # get_aggregation mutates its query
+        pristine = cast("CachedQuery", self.clone())  # get_aggregation mutates its query
         token = _aggregation_probe.set(_AggregationProbe())
         try:
             return parent(using, aggregate_exprs)
@@ -240,6 +240,7 @@ class CachedQuerySetMixin:
     """Add to your own QuerySet class to cache it: ``class MyQS(CachedQuerySetMixin, QuerySet)``."""
 
     query: Any
+    _result_cache: list[Any] | None
 
     def __init__(
         self,
@@ -255,15 +256,16 @@ class CachedQuerySetMixin:
     def _fetch_all(self) -> None:
         # Django's _fetch_all, plus marking instances built from a cache hit for
         # the stale-save guard (before prefetches run their own reads).
-        if self._result_cache is None:  # type: ignore[has-type]
+        if self._result_cache is None:
             token = stale.last_hit.set(None)
             try:
-                self._result_cache = list(self._iterable_class(self))  # type: ignore[attr-defined]
+                rows = list(self._iterable_class(self))  # type: ignore[attr-defined]
+                self._result_cache = rows
                 hit = stale.last_hit.get()
             finally:
                 stale.last_hit.reset(token)
             if hit is not None:
-                stale.remember(self._result_cache, hit)
+                stale.remember(rows, hit)
         if self._prefetch_related_lookups and not self._prefetch_done:  # type: ignore[attr-defined]
             self._prefetch_related_objects()  # type: ignore[attr-defined]
 

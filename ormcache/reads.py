@@ -301,7 +301,7 @@ def fetch(
 
     def poll() -> stampede.PollResult:
         hit, rows, now = _poll(cache, key, version_keys)
-        if hit:
+        if hit and now is not None:
             stale.last_hit.set((db_alias, dict(zip(version_keys, now, strict=True))))
         return hit, rows, now
 

@@ -137,6 +137,7 @@ class Dependencies:
     def add_queryset(self, queryset: Any) -> tuple[Any, ...]:
         db_alias = queryset.db
         query = queryset.query.clone()
+        identity: tuple[Any, ...]
         try:
             sql, params = query.get_compiler(db_alias).as_sql()
             found = dependencies.tables_read(query)
@@ -231,7 +232,7 @@ def model_tables(model: Any) -> set[str]:
     found = tables.tables_of_model(model)
     for m2m in model._meta.concrete_model._meta.local_many_to_many:
         through = m2m.remote_field.through
-        if isinstance(through, type) and through._meta.auto_created:
+        if isinstance(through, type) and issubclass(through, Model) and through._meta.auto_created:
             found.add(through._meta.db_table)
     return found
 
@@ -562,6 +563,7 @@ def get(value: Value, compute: Callable[[], Any]) -> Any:
         return compute()
     hit, cached, current = _lookup(plan)
     if hit:
+        assert current is not None  # a hit was compared with the current tokens
         _report(plan, current, "hit", plan.learned)
         _signal(signals.cache_hit, plan)
         return verify.check_value(
@@ -600,6 +602,7 @@ async def aget(value: Value, compute: Callable[[], Awaitable[Any]]) -> Any:
         return await compute()
     hit, cached, current = await sync_to_async(_lookup)(plan)
     if hit:
+        assert current is not None  # a hit was compared with the current tokens
         _report(plan, current, "hit", plan.learned)
         _signal(signals.cache_hit, plan)
         return await verify.acheck_value(

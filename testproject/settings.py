@@ -6,12 +6,15 @@ demo, the tests and the benchmarks; a real deployment would use PostgreSQL and
 Redis (see docs/).
 
 Environment variables:
-  ORMCACHE_DEMO_DB       path of the SQLite file (default: testproject/db.sqlite3)
-  ORMCACHE_DEMO_DEBUG    "0" turns DEBUG off (default: on)
-  ORMCACHE_DEMO_SECRET   secret key (default: a fixed, public, demo-only key)
+  ORMCACHE_DEMO_DB          path of the SQLite file (default: testproject/db.sqlite3)
+  ORMCACHE_DEMO_DEBUG       "0" turns DEBUG off (default: on)
+  ORMCACHE_DEMO_SECRET      secret key (default: a fixed, public, demo-only key)
+  ORMCACHE_DEMO_PAGE_CACHE  "0" leaves the page cache middleware out (default: in)
+  ORMCACHE_DEMO_ORM_CACHE   "0" turns ormcache's query cache off (ORMCACHE["ENABLED"])
+  ORMCACHE_DEMO_REDIS_URL   a Redis URL: use it as the cache (needs django-redis), so
+                            that several server processes share pages and versions
 """
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -21,7 +24,12 @@ SECRET_KEY = os.environ.get(
     "ORMCACHE_DEMO_SECRET", "demo-only-insecure-key-do-not-use-in-production"
 )
 
-DEBUG = os.environ.get("ORMCACHE_DEMO_DEBUG", "1").lower() not in {"0", "false", "no", "off"}
+
+def _flag(name: str, default: str = "1") -> bool:
+    return os.environ.get(name, default).lower() not in {"0", "false", "no", "off"}
+
+
+DEBUG = _flag("ORMCACHE_DEMO_DEBUG")
 
 ALLOWED_HOSTS = ["localhost", "127.0.0.1"]
 
@@ -53,8 +61,8 @@ MIDDLEWARE = [
 # The page cache goes last: it needs request.user (and the session behind it)
 # to keep private pages private, and every middleware above it then processes
 # hits and misses alike, so a cached response gets the same headers as a fresh
-# one. Guarded while the middleware module is still being written.
-if importlib.util.find_spec("ormcache.middleware") is not None:
+# one. System checks ormcache.E024/W020 say so if it is misplaced.
+if _flag("ORMCACHE_DEMO_PAGE_CACHE"):
     MIDDLEWARE.append("ormcache.middleware.CacheMiddleware")
 
 ROOT_URLCONF = "testproject.urls"
@@ -90,10 +98,19 @@ CACHES = {
         "LOCATION": "ormcache-demo",
     }
 }
+if os.environ.get("ORMCACHE_DEMO_REDIS_URL"):
+    CACHES["default"] = {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": os.environ["ORMCACHE_DEMO_REDIS_URL"],
+    }
 
 ORMCACHE = {
     "CACHE": "default",
     "TIMEOUT": 300,
+    "ENABLED": _flag("ORMCACHE_DEMO_ORM_CACHE"),
+    # Whole pages for anonymous visitors, while what they read is unchanged
+    # (docs/pages.md). The response header X-Ormcache says hit, miss or bypass.
+    "PAGES": {"timeout": 300},
     "MODELS": {
         "blog.*": {"enabled": True},
         # Write-heavy and read rarely: caching it would only churn versions.
@@ -114,7 +131,9 @@ SILENCED_SYSTEM_CHECKS = [
 
 AUTH_PASSWORD_VALIDATORS = []  # the demo superuser is admin/admin
 
-LOGIN_URL = "admin:login"
+LOGIN_URL = "blog:login"
+LOGIN_REDIRECT_URL = "blog:dashboard"
+LOGOUT_REDIRECT_URL = "blog:post-list"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -124,3 +143,25 @@ USE_TZ = True
 STATIC_URL = "static/"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# ormcache's stats: counts per model and hit ratio over time, shown by
+# `manage.py ormcache stats` and the admin page /admin/ormcache/.
+ORMCACHE["STATS"] = {
+    "enabled": True,
+    # Seconds per sample of the hit-ratio chart (the browser test uses 1).
+    "history_interval": int(os.environ.get("ORMCACHE_DEMO_STATS_INTERVAL", "60")),
+}
+
+# django-debug-toolbar with ormcache's panel (each read: hit, miss or bypass, with its
+# dependencies and versions), when DEBUG is on and the toolbar is installed
+# (`pip install django-debug-toolbar`; the test extra has it). ORMCACHE_DEMO_TOOLBAR=0
+# leaves it out.
+if DEBUG and _flag("ORMCACHE_DEMO_TOOLBAR"):
+    import importlib.util
+
+    if importlib.util.find_spec("debug_toolbar") is not None:
+        from debug_toolbar.settings import PANELS_DEFAULTS
+
+        INSTALLED_APPS.append("debug_toolbar")
+        MIDDLEWARE.insert(0, "debug_toolbar.middleware.DebugToolbarMiddleware")
+        DEBUG_TOOLBAR_PANELS = [*PANELS_DEFAULTS, "ormcache.contrib.debug_toolbar.OrmcachePanel"]

@@ -68,7 +68,7 @@ def _resolve(argument: FilterExpression, context: Any) -> Any:
     """
     var = argument.var
     if not argument.filters and isinstance(var, Variable) and len(var.lookups or ()) == 1:
-        raw = context.get(var.lookups[0], _MISSING)
+        raw = context.get(var.lookups[0], _MISSING)  # type: ignore[index]
         if isinstance(raw, type) and issubclass(raw, Model):
             return raw
     return argument.resolve(context)

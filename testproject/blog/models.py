@@ -12,7 +12,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
-from ormcache import CachedManager
+from ormcache import CachedManager, cached_property
 
 
 class Author(models.Model):
@@ -70,6 +70,16 @@ class Post(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("blog:post-detail", args=[self.pk])
+
+    @cached_property(depends_on=["blog.comment"])
+    def comment_count(self) -> int:
+        """Approved comments: one query per post and process-wide, never stale.
+
+        Shared through the cache by every request and process, and recomputed
+        after any write to a comment (or to this post). A queryset annotated with
+        ``comment_count`` (the post detail view) sets the value on its instances.
+        """
+        return self.comments.filter(approved=True).count()
 
 
 class FeaturedPost(Post):

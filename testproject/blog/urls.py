@@ -6,6 +6,9 @@ app_name = "blog"
 
 urlpatterns = [
     path("", views.post_list, name="post-list"),
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("logout/", views.LogoutView.as_view(), name="logout"),
+    path("dashboard/", views.dashboard, name="dashboard"),
     path("post/<int:pk>/", views.post_detail, name="post-detail"),
     path("post/<int:pk>/comment/", views.comment_create, name="comment-create"),
     path("author/<int:pk>/", views.author_detail, name="author-detail"),

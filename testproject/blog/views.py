@@ -6,17 +6,25 @@ the query shapes ormcache must get right: select_related and prefetches
 inheritance (featured posts), m2m through an auto and an explicit through
 table (tags, categories), aggregates (stats), per-user rows (bookmarks), and a
 write followed by a read of the same rows (comment form).
+
+The page cache (ormcache.middleware.CacheMiddleware) serves the public pages
+to anonymous visitors. The comment form has a page of its own: a form carries
+the visitor's CSRF token, so a page with one is never cached, and the post page
+(with its comment count) stays cacheable. Logged-in visitors (login, dashboard)
+and the admin are never served from the page cache.
 """
 
 from django.contrib import messages
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Avg, Count, Max, Q, Sum
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods
 
 from .forms import CommentForm
 from .models import AuditEntry, Author, Bookmark, Category, Comment, FeaturedPost, Post, Tag
+from .summaries import reading_stats
 
 PAGE_SIZE = 10
 
@@ -37,7 +45,7 @@ def post_list(request):
     return render(request, "blog/post_list.html", {"page": page, "featured": featured})
 
 
-def _render_post(request, pk, form, status=200):
+def post_detail(request, pk):
     post = get_object_or_404(
         _published_posts()
         .prefetch_related("categories")
@@ -45,26 +53,28 @@ def _render_post(request, pk, form, status=200):
         pk=pk,
     )
     comments = post.comments.filter(approved=True)
-    context = {"post": post, "comments": comments, "form": form}
-    return render(request, "blog/post_detail.html", context, status=status)
+    return render(request, "blog/post_detail.html", {"post": post, "comments": comments})
 
 
-def post_detail(request, pk):
-    return _render_post(request, pk, CommentForm())
-
-
-@require_POST
+@require_http_methods(["GET", "HEAD", "POST"])
 def comment_create(request, pk):
     post = get_object_or_404(Post, pk=pk, published=True)
+    if request.method != "POST":
+        return _render_comment_form(request, post, CommentForm())
     form = CommentForm(request.POST)
     if not form.is_valid():
-        return _render_post(request, pk, form, status=400)
+        return _render_comment_form(request, post, form, status=400)
     comment: Comment = form.save(commit=False)
     comment.post = post
     comment.save()
     AuditEntry.objects.create(message=f"comment {comment.pk} on post {post.pk}")
     messages.success(request, "Thanks, your comment is published.")
     return redirect(f"{post.get_absolute_url()}#comment-{comment.pk}")
+
+
+def _render_comment_form(request, post, form, status=200):
+    context = {"post": post, "form": form}
+    return render(request, "blog/comment_form.html", context, status=status)
 
 
 def author_detail(request, pk):
@@ -102,6 +112,7 @@ def stats(request):
         "most_commented": Post.objects.filter(published=True)
         .annotate(comment_count=Count("comments", filter=Q(comments__approved=True)))
         .order_by("-comment_count", "-pub_date", "id")[:5],
+        "reading": reading_stats(),  # cached_as: see summaries.py
     }
     return render(request, "blog/stats.html", context)
 
@@ -114,3 +125,26 @@ def bookmarks(request):
         .order_by("-created", "id")
     )
     return render(request, "blog/bookmarks.html", {"bookmarks": items})
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "blog/login.html"
+
+
+class LogoutView(auth_views.LogoutView):
+    pass
+
+
+@login_required
+def dashboard(request):
+    """The logged-in visitor's own page: never cached, never served to anyone else."""
+    context = {
+        "bookmarks": Bookmark.objects.filter(user=request.user)
+        .select_related("post")
+        .order_by("-created", "id")[:5],
+        "recent_comments": Comment.objects.filter(approved=True)
+        .select_related("post")
+        .order_by("-created", "-id")[:5],
+        "drafts": Post.objects.filter(published=False).count(),
+    }
+    return render(request, "blog/dashboard.html", context)
