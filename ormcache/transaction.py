@@ -39,6 +39,8 @@ class _State:
     tables: set[str] = field(default_factory=set)
     # Tables whose commit-time bump is registered, per savepoint stack.
     registered: dict[tuple, set[str]] = field(default_factory=dict)
+    # The on_commit callbacks registered for this transaction.
+    callbacks: list[Any] = field(default_factory=list)
 
 
 _states: weakref.WeakKeyDictionary[Any, _State] = weakref.WeakKeyDictionary()
@@ -55,10 +57,26 @@ def in_user_transaction(connection: Any) -> bool:
     return not connection.autocommit
 
 
+def _ended(connection: Any, state: _State) -> bool:
+    """The transaction that made ``state`` is over.
+
+    Outside a transaction, plainly. Inside an atomic block it may be a *new* one:
+    PostgreSQL begins a transaction without a statement we would see, so after a
+    rollback the old state would carry over. Its commit callbacks were then dropped
+    with the rollback: none of them is queued any more.
+    """
+    if not in_user_transaction(connection):
+        return True
+    if not connection.in_atomic_block or not state.registered:
+        return False
+    queued = {id(entry[1]) for entry in connection.run_on_commit}
+    return not any(id(callback) in queued for callback in state.callbacks)
+
+
 def settle(connection: Any) -> None:
     """If the transaction that wrote tables has ended, bump them once more and forget it."""
     state = _states.get(connection)
-    if state is not None and not in_user_transaction(connection):
+    if state is not None and _ended(connection, state):
         del _states[connection]
         state.bump(connection.alias, frozenset(state.tables))
 
@@ -85,7 +103,12 @@ def record_write(connection: Any, tables: Iterable[str], bump: Bump) -> None:
     new = frozenset(tables - done)
     if new:
         done.update(new)
-        transaction.on_commit(lambda: _committed(connection, state, new), using=connection.alias)
+
+        def callback() -> None:
+            _committed(connection, state, new)
+
+        state.callbacks.append(callback)
+        transaction.on_commit(callback, using=connection.alias)
 
 
 def _committed(connection: Any, state: _State, tables: frozenset[str]) -> None:
