@@ -120,21 +120,7 @@ def check_value(
     fresh = _shadow(compute)
     if same_value(cached, fresh) or not still_current():
         return fresh
-    _report(
-        mode,
-        model,
-        kind=kind,
-        name=name,
-        labels=labels,
-        db_alias=next(iter(tables), None),
-        key=key,
-        sql=None,
-        params=None,
-        tables={alias: tuple(sorted(found)) for alias, found in tables.items()},
-        cached=cached,
-        fresh=fresh,
-        elapsed=time.perf_counter() - started,
-    )
+    _report_value(mode, model, kind, name, labels, key, tables, cached, fresh, started)
     return fresh
 
 
@@ -162,6 +148,23 @@ async def acheck_value(
         shadowing.reset(token)
     if same_value(cached, fresh) or not await still_current():
         return fresh
+    _report_value(mode, model, kind, name, labels, key, tables, cached, fresh, started)
+    return fresh
+
+
+def _report_value(
+    mode: str,
+    model: Any,
+    kind: str,
+    name: str,
+    labels: tuple[str, ...],
+    key: str,
+    tables: dict[str, Any],
+    cached: Any,
+    fresh: Any,
+    started: float,
+) -> None:
+    """Report a helper value (not a query) whose cached copy differs from a fresh one."""
     _report(
         mode,
         model,
@@ -177,7 +180,6 @@ async def acheck_value(
         fresh=fresh,
         elapsed=time.perf_counter() - started,
     )
-    return fresh
 
 
 def _report(mode: str, sender: Any, **details: Any) -> None:
