@@ -58,6 +58,7 @@ SETTINGS_KEYS = frozenset(
         "STAMPEDE_WAIT",
         "PAGES",
         "STATS",
+        "DOWNSTREAM",
     }
 )
 DEFAULT_BREAKER = {"threshold": 3, "cooldown": 5.0}
@@ -235,4 +236,31 @@ def page_options() -> dict[str, Any]:
     options["timeout"] = default_timeout()
     if isinstance(raw, dict):
         options.update({key: value for key, value in raw.items() if key in PAGES_DEFAULTS})
+    return options
+
+
+# --- Downstream caches: ORMCACHE["DOWNSTREAM"] (see downstream.py, purge.py) ----------
+
+#: Keys ``ORMCACHE["DOWNSTREAM"]`` accepts, with their defaults (docs/downstream.md).
+DOWNSTREAM_DEFAULTS: dict[str, Any] = {
+    "enabled": False,
+    "surrogate_key_header": "Surrogate-Key",
+    "key_prefix": "ormcache",
+    "s_maxage": 300,
+    "max_age": 0,
+    "mark_private": True,
+    "purgers": (),
+    "purge_delay": 0.05,
+    "repurge_after": 2.0,
+    "max_pending": 10_000,
+    "retries": 2,
+}
+
+
+def downstream_options() -> dict[str, Any]:
+    """``ORMCACHE["DOWNSTREAM"]`` over the defaults (bad values are left to the checks)."""
+    raw = get_settings().get("DOWNSTREAM")
+    options = dict(DOWNSTREAM_DEFAULTS)
+    if isinstance(raw, dict):
+        options.update({key: value for key, value in raw.items() if key in DOWNSTREAM_DEFAULTS})
     return options

@@ -28,7 +28,7 @@ from typing import Any
 
 from django.db import connections
 
-from . import conf, signals, statements, tables, transaction, versions
+from . import conf, purge, signals, statements, tables, transaction, versions
 
 logger = logging.getLogger("ormcache")
 
@@ -83,6 +83,9 @@ def bump_tables(
     else:
         assert db_alias is not None  # only bumps of everything come without an alias
         versions.bump_tables(conf.versions_alias(db_alias), written, pending=pending)
+    if not pending:
+        # Committed: downstream caches may drop the pages of these tables now.
+        purge.tables_bumped(db_alias, written)
     if signals.invalidated.receivers:
         labels = ("*",) if "*" in written else tables.labels_for_tables(written)
         models = [m for t in sorted(written) for m in tables.models_for_table(t)]

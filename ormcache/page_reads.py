@@ -66,6 +66,8 @@ class PageReads:
     #: Why the page cannot be stored, as found by the SQL watcher (first reason wins).
     problem: str = ""
     paused: int = 0
+    #: Set by ``snapshot`` when the page read a user-scoped model: it is one visitor's.
+    private: bool = False
 
     def refuse(self, reason: str) -> None:
         if not self.problem:
@@ -114,6 +116,7 @@ class PageReads:
             for model in tables.models_for_table(table):
                 policy = conf.policy_for(model)
                 if policy.user_scoped:
+                    self.private = True
                     return (
                         None,
                         f"it read {model._meta.label_lower}, which is user-scoped",

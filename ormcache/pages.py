@@ -59,7 +59,7 @@ from django.utils.cache import get_conditional_response, patch_vary_headers
 from django.utils.timezone import get_current_timezone_name
 from django.utils.translation import get_language
 
-from . import conf, keys, page_reads, page_rules, storage, versions
+from . import conf, downstream, keys, page_reads, page_rules, storage, versions
 
 logger = logging.getLogger("ormcache")
 
@@ -157,6 +157,9 @@ class Page:
         self.key_prefix = self.options.key_prefix if key_prefix is None else key_prefix
         #: "" while the page may still be served or stored; else the reason it is not.
         self.bypass = ""
+        #: The bypass is about one visitor (their credentials, session, cookies...):
+        #: downstream caches are told so too (``downstream.mark_not_shared``).
+        self.private = False
         self.outcome = ""  # "hit" once served from the cache
         self.looked_up = False
         self.deferred = False  # the view has its own cache_page decorator
@@ -187,12 +190,14 @@ class Page:
             return None
         self.bypass = page_rules.view_rule(view_func, getattr(self.request, "resolver_match", None))
         if self.bypass:
+            self.private = self.bypass == "admin"
             return None
         # invariant 7: a private request is decided before the cache is looked up.
         # The session and user lookups behind the rules are not the page's reads.
         with self.reads.paused_block() if self.reads else contextlib.nullcontext():
             self.bypass = page_rules.credentials_rule(self.request)
         if self.bypass:
+            self.private = True
             return None
         try:
             response = self._cached_response()
@@ -291,16 +296,20 @@ class Page:
         if not self.bypass and not self.looked_up:
             self.bypass = "the view was not reached"
         if self.bypass:
+            self._mark_not_shared(response)
             return self._mark(response, f"bypass ({self.bypass})")
         if self.options.vary_on_headers:
             patch_vary_headers(response, self.options.vary_on_headers)
-        reason = page_rules.after_view(self.request, session_used) or page_rules.response_rule(
-            response
-        )
+        reason = page_rules.after_view(self.request, session_used)
+        self.private = bool(reason)
+        if not reason:
+            reason = page_rules.response_rule(response)
+            self.private = reason == "Set-Cookie"
         if not reason:
             reason, response = self._store(response)
         if reason:
             self.bypass = reason
+            self._mark_not_shared(response)
             return self._mark(response, f"bypass ({reason})")
         etag = response.headers.get("ETag")
         return self._mark(
@@ -311,6 +320,7 @@ class Page:
         assert self.reads is not None
         snapshot, reason, policy_timeout, read_anything = self.reads.snapshot()
         if snapshot is None:
+            self.private = self.reads.private
             return reason, response
         timeout = self.timeout
         if policy_timeout is not None and (timeout is None or policy_timeout < timeout):
@@ -322,6 +332,7 @@ class Page:
         pairs = tuple(sorted(snapshot.items()))
         if not response.has_header("ETag"):
             response.headers["ETag"] = _etag(key, pairs, read_anything)
+        downstream.mark_shared(response, snapshot, timeout)
         payload = (
             PAGE_FORMAT,
             "page",
@@ -366,6 +377,17 @@ class Page:
         used = session.accessed or (session.modified and not self._session_modified)
         session.accessed = self._session_accessed or session.accessed
         return used
+
+    def _mark_not_shared(self, response: Any) -> None:
+        """Tell downstream caches not to keep a page ormcache did not store."""
+        request = self.request
+        private = self.private or bool(
+            "HTTP_AUTHORIZATION" in request.META
+            or settings.SESSION_COOKIE_NAME in request.COOKIES
+            or getattr(response, "cookies", None)
+            or response.has_header("Set-Cookie")
+        )
+        downstream.mark_not_shared(response, private=private)
 
     def _mark(self, response: Any, text: str) -> Any:
         if self.options.header:

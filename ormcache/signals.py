@@ -13,6 +13,11 @@ model written, or None when the tables are not models).
 ``"fragment"``), ``name`` (the helper's name, or None), ``sql`` and ``params``
 (None for helpers), ``tables`` (the dependencies, as ``{db_alias: tables}``),
 ``cached`` and ``fresh`` (what the cache held and what the database says now).
+
+Downstream purges (``ORMCACHE["DOWNSTREAM"]``, docs/downstream.md) are sent from the
+purge thread: ``purge_requested`` gets ``keys`` (the surrogate keys to purge; connect a
+receiver that calls your CDN's API), and ``purged`` (sender: the purger) gets ``keys``,
+``ok``, ``error`` (the exception, or None) and ``elapsed``.
 """
 
 from blinker import Namespace
@@ -31,6 +36,13 @@ stale_detected = _signals.signal(
     "ormcache.stale-detected",
     doc="Shadow-verify mode found a cache hit that differs from the database.",
 )
+purge_requested = _signals.signal(
+    "ormcache.purge-requested",
+    doc="Surrogate keys to purge from downstream caches (sent from the purge thread).",
+)
+purged = _signals.signal(
+    "ormcache.purged", doc="A purger delivered (or failed to deliver) a batch of purges."
+)
 
 __all__ = [
     "cache_hit",
@@ -38,5 +50,7 @@ __all__ = [
     "cache_stored",
     "invalidated",
     "not_stored",
+    "purge_requested",
+    "purged",
     "stale_detected",
 ]
