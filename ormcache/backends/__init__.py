@@ -1,0 +1,1 @@
+"""Django cache backends and django-redis clients for scaled-out Redis (Cluster, Sentinel)."""
