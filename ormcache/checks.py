@@ -78,6 +78,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     else:
         for label, policy in models.items():
             problems += _check_label(label) + _check_policy(label, policy)
+        problems += _check_longevity()
     return problems
 
 
@@ -308,6 +309,16 @@ def _check_policy(label: Any, policy: Any) -> list[Any]:
                 "'allow' skips the check.",
             )
         )
+    if "longevity" in policy and policy["longevity"] not in conf.LONGEVITY_CHOICES:
+        problems.append(
+            _error(
+                18,
+                f"'longevity' of {label!r} must be one of "
+                f"{', '.join(map(repr, conf.LONGEVITY_CHOICES))}, got {policy['longevity']!r}.",
+                "'invalidate' (the default): writes make cached reads misses; 'fixed': "
+                "cached reads live out their timeout (data may lag by that much).",
+            )
+        )
     for key in ("enabled", "user_scoped"):
         if key in policy and not isinstance(policy[key], bool):
             problems.append(
@@ -317,6 +328,53 @@ def _check_policy(label: Any, policy: Any) -> list[Any]:
                     "Set it to a bool.",
                 )
             )
+    return problems
+
+
+def _check_longevity() -> list[Any]:
+    """Fixed-lifetime models, as resolved (an "app.*" entry applies to each of its models)."""
+    untimed, private, unguarded = [], [], []
+    for model in apps.get_models():
+        policy = conf.policy_for(model)
+        if policy.longevity != "fixed" or not policy.enabled:
+            continue
+        label = model._meta.label_lower
+        if not policy.fixed:
+            untimed.append(f"{label} (timeout {policy.timeout!r})")
+        if policy.user_scoped:
+            private.append(label)
+        if policy.stale_save == "allow":
+            unguarded.append(label)
+    problems: list[Any] = []
+    if untimed:
+        problems.append(
+            _error(
+                19,
+                f"Fixed-lifetime models need a timeout > 0: {', '.join(untimed)}.",
+                "The timeout is how old their cached reads may get: set one, e.g. "
+                '{"longevity": "fixed", "timeout": 60}. Until then they are invalidated.',
+            )
+        )
+    if private:
+        problems.append(
+            Warning(
+                f"Fixed-lifetime models that are also user_scoped: {', '.join(private)}.",
+                hint="A user's own writes to them do not show until the timeout passes. "
+                "Private data is usually better invalidated.",
+                obj="settings.ORMCACHE",
+                id="ormcache.W018",
+            )
+        )
+    if unguarded:
+        problems.append(
+            Warning(
+                f"Fixed-lifetime models with stale_save 'allow': {', '.join(unguarded)}.",
+                hint="An instance from the cache may be up to its timeout old, and saving it "
+                "silently writes its old values over newer ones. Use 'warn' or 'raise'.",
+                obj="settings.ORMCACHE",
+                id="ormcache.W019",
+            )
+        )
     return problems
 
 

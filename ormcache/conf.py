@@ -11,6 +11,7 @@ ormcache reads ``settings.ORMCACHE`` where it is used (never at import time), so
             "blog.post": {"timeout": 600},
             "blog.auditentry": {"enabled": False},
             "blog.bookmark": {"user_scoped": True},
+            "blog.leaderboard": {"longevity": "fixed", "timeout": 60},
         },
         "DATABASES": {               # per database alias, for read replicas
             "replica": {"versions_of": "default", "replication_lag": 2},
@@ -76,8 +77,12 @@ POLICY_KEYS = {
     "timeout": (int, type(None)),
     "user_scoped": bool,
     "stale_save": str,
+    "longevity": str,
 }
 STALE_SAVE_CHOICES = ("warn", "raise", "allow")
+#: ``"invalidate"``: writes make cached reads misses (never stale); ``"fixed"``: cached
+#: reads live out their timeout whatever is written (see longevity.py).
+LONGEVITY_CHOICES = ("invalidate", "fixed")
 
 
 @dataclass(frozen=True)
@@ -89,9 +94,21 @@ class Policy:
     user_scoped: bool = False
     #: What saving an instance read from the cache does when its row changed since.
     stale_save: str = "warn"
+    #: ``"invalidate"`` (default) or ``"fixed"``: see ``LONGEVITY_CHOICES``.
+    longevity: str = "invalidate"
     #: True when an ``ORMCACHE["MODELS"]`` entry other than ``"*"`` names the model,
     #: which is what installs caching on models whose manager is not a CachedManager.
     listed: bool = False
+
+    @property
+    def fixed(self) -> bool:
+        """A fixed lifetime that applies: without a timeout > 0 (a check error) it does not."""
+        return (
+            self.longevity == "fixed"
+            and isinstance(self.timeout, int)
+            and not isinstance(self.timeout, bool)
+            and self.timeout > 0
+        )
 
 
 _UNSET = object()
@@ -210,6 +227,7 @@ def _resolve(label: str) -> Policy:
         timeout=merged.get("timeout"),
         user_scoped=bool(merged.get("user_scoped", False)),
         stale_save=merged.get("stale_save", "warn"),
+        longevity=merged.get("longevity", "invalidate"),
         listed=listed,
     )
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from django.db import connections
 
-from . import conf, purge, signals, statements, tables, transaction, versions
+from . import conf, keys, purge, signals, statements, tables, transaction, versions
 
 logger = logging.getLogger("ormcache")
 
@@ -106,9 +106,14 @@ def invalidate_everything() -> None:
 
 
 def invalidate_models(models: Iterable[Any]) -> None:
-    """Bump the tables of ``models`` on every database alias."""
+    """Bump the tables of ``models`` on every database alias.
+
+    Explicit invalidation also bumps the tables' fixed keys, which no write bumps:
+    it is how a fixed-lifetime model's cached reads end before their timeout.
+    """
     written: set[str] = set()
     for model in models:
         written |= tables.tables_of_model(model)
     for db_alias in connections:
+        versions.bump(versions.get_cache(), keys.fixed_keys(conf.versions_alias(db_alias), written))
         bump_tables(db_alias, frozenset(written))

@@ -59,6 +59,16 @@ def version_keys(db_alias: str, tables: Iterable[str]) -> list[str]:
     return [version_key(db_alias, table) for table in sorted(tables)]
 
 
+def fixed_key(db_alias: str, table: str) -> str:
+    """The key reads of fixed-lifetime models depend on instead: only explicit
+    invalidation bumps it (``:`` never appears in a safe name, so it names no table)."""
+    return f"{version_key(db_alias, table)}:fixed"
+
+
+def fixed_keys(db_alias: str, tables: Iterable[str]) -> list[str]:
+    return [fixed_key(db_alias, table) for table in sorted(tables)]
+
+
 def freeze_params(params: Any) -> str:
     """A text that differs whenever the parameters differ in type or value."""
     return repr(_freeze(params))

@@ -32,6 +32,7 @@ import contextlib
 import contextvars
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -129,6 +130,10 @@ class PageReads:
                     timeouts.append(policy.timeout)
         if not versions.storable(list(merged.values())):
             return None, "a table it read has an uncommitted write", None, True
+        # Fixed-lifetime reads: the page must not outlive the rows it was built from.
+        expiries = [event.expires for event in self.events if event.expires is not None]
+        if expiries:
+            timeouts.append(max(0, int(min(expiries) - time.time())))
         return merged, "", (min(timeouts) if timeouts else None), True
 
 

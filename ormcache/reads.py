@@ -33,11 +33,11 @@ from django.db import connections
 from . import (
     conf,
     keys,
+    longevity,
     signals,
     stale,
     stampede,
     storage,
-    tables,
     transaction,
     verify,
     versions,
@@ -70,6 +70,8 @@ class _Plan:
     timeout: int | None
     labels: tuple[str, ...]
     sql_digest: bytes
+    #: Every model involved is fixed-lifetime: the read depends on fixed keys (longevity.py).
+    fixed: bool = False
 
 
 _plans: OrderedDict[tuple, _Plan | str] = OrderedDict()
@@ -87,13 +89,14 @@ def plan(db_alias: str, model: Any, sql: str, find: Callable[[], frozenset[str]]
     if found is None:
         try:
             deps = find()
-            timeout, labels = _policies(model, deps)
+            timeout, labels, fixed = _policies(model, deps)
             found = _Plan(
                 deps,
-                version_keys_for(db_alias, deps),
+                version_keys_for(db_alias, deps, fixed=fixed),
                 timeout,
                 labels,
                 keys.sql_digest(db_alias, sql),
+                fixed,
             )
         except Uncacheable as exc:
             found = str(exc)
@@ -105,12 +108,14 @@ def plan(db_alias: str, model: Any, sql: str, find: Callable[[], frozenset[str]]
     return found
 
 
-def _policies(model: Any, deps: frozenset[str]) -> tuple[int | None, tuple[str, ...]]:
-    """The timeout for an entry, and the labels involved; Uncacheable if any is off."""
+def _policies(model: Any, deps: frozenset[str]) -> tuple[int | None, tuple[str, ...], bool]:
+    """The timeout for an entry, the labels involved and whether it is fixed-lifetime.
+
+    Uncacheable if any model involved is off. The stricter rule: the shortest timeout,
+    and fixed only when every model is.
+    """
     timeouts: list[int] = []
-    involved = [model]
-    for table in deps:
-        involved.extend(tables.models_for_table(table))
+    involved = longevity.models_of(deps, [model])
     labels = []
     for each in involved:
         policy = conf.policy_for(each)
@@ -120,7 +125,11 @@ def _policies(model: Any, deps: frozenset[str]) -> tuple[int | None, tuple[str, 
         if policy.timeout is not None:
             timeouts.append(policy.timeout)
         labels.append(each._meta.label_lower)
-    return (min(timeouts) if timeouts else None), tuple(sorted(set(labels)))
+    return (
+        (min(timeouts) if timeouts else None),
+        tuple(sorted(set(labels))),
+        longevity.is_fixed(involved),
+    )
 
 
 @dataclass(frozen=True)
@@ -138,6 +147,9 @@ class ReadEvent:
     versions: dict[str, Any]
     outcome: str  # "hit", "miss" or "bypass"
     reason: str = ""
+    #: For a fixed-lifetime read: when (``time.time()``) its rows reach the fixed timeout,
+    #: so what is built from them must expire by then too. None: writes end it.
+    expires: float | None = None
 
 
 _recorders: contextvars.ContextVar[tuple[list[ReadEvent], ...]] = contextvars.ContextVar(
@@ -165,14 +177,20 @@ def _report(event: ReadEvent) -> None:
         events.append(event)
 
 
-def version_keys_for(db_alias: str, tables: Iterable[str]) -> list[str]:
-    """The version keys a read of ``tables`` on ``db_alias`` depends on (global first)."""
-    return [keys.GLOBAL_VERSION_KEY, *keys.version_keys(conf.versions_alias(db_alias), tables)]
+def version_keys_for(db_alias: str, tables: Iterable[str], *, fixed: bool = False) -> list[str]:
+    """The version keys a read of ``tables`` on ``db_alias`` depends on (global first);
+    ``fixed``: the keys of a fixed-lifetime read instead (longevity.py)."""
+    return longevity.read_keys(db_alias, tables, fixed=fixed)
 
 
 def current_versions(db_alias: str, tables: Iterable[str]) -> dict[str, Any] | None:
-    """The tokens a reader of ``tables`` depends on now (installing missing ones), or None."""
-    version_keys = version_keys_for(db_alias, tables)
+    """The tokens a reader of ``tables`` depends on now (installing missing ones), or None.
+
+    The keys follow the tables' longevity: the fixed keys when every model is fixed.
+    """
+    tables = frozenset(tables)
+    fixed = longevity.is_fixed(longevity.models_of(tables))
+    version_keys = version_keys_for(db_alias, tables, fixed=fixed)
     cache = versions.get_cache()
     try:
         found = versions.read_many(cache, version_keys)
@@ -230,11 +248,14 @@ def fetch(
         return _bypass(model, db_alias, deps, "cache unavailable", run)
     current = [found.get(version_key) for version_key in version_keys]
     entry = storage.load(found.get(key), key) if key in found else None
-    if None not in current and entry is not None and entry[0] == tuple(current):
+    stored, read_at = _stored_snapshot(entry, read_plan.fixed)
+    if None not in current and stored == tuple(current):
+        assert entry is not None  # a snapshot was found in it
         tokens = dict(zip(version_keys, current, strict=True))
         stale.last_hit.set((db_alias, tokens))  # the stale-save guard marks the instances
         if recording_now:
-            _report(ReadEvent(model, db_alias, deps, tokens, "hit"))
+            expires = _expires(read_plan, read_at)
+            _report(ReadEvent(model, db_alias, deps, tokens, "hit", expires=expires))
         if signals.cache_hit.receivers:
             signals.cache_hit.send(
                 model,
@@ -248,7 +269,9 @@ def fetch(
             return verify.check_hit(
                 entry[1],
                 run=lambda: _run(run),
-                still_current=lambda: _poll(cache, key, version_keys)[2] == tuple(current),
+                still_current=lambda: (
+                    _poll(cache, key, version_keys, read_plan.fixed)[2] == tuple(current)
+                ),
                 model=model,
                 db_alias=db_alias,
                 key=key,
@@ -269,9 +292,9 @@ def fetch(
         current = [installed.get(k, token) for k, token in zip(version_keys, current, strict=True)]
     snapshot = tuple(current)
     if recording_now:
-        _report(
-            ReadEvent(model, db_alias, deps, dict(zip(version_keys, snapshot, strict=True)), "miss")
-        )
+        tokens = dict(zip(version_keys, snapshot, strict=True))
+        expires = _expires(read_plan, time.time())
+        _report(ReadEvent(model, db_alias, deps, tokens, "miss", expires=expires))
     if signals.cache_miss.receivers:
         signals.cache_miss.send(
             model,
@@ -283,6 +306,7 @@ def fetch(
     lagging = _replica_may_lag(db_alias, snapshot)
 
     def fill(snapshot: tuple) -> Any:
+        read_at = time.time()
         result = _run(run)
         if versions.storable(snapshot) and not _replica_may_lag(db_alias, snapshot):
             # A pending token means a transaction wrote a table and has not committed:
@@ -290,9 +314,10 @@ def fetch(
             _store(
                 cache,
                 key,
-                snapshot,
+                # A fixed read's entry remembers when its rows were read (longevity.py).
+                (*snapshot, read_at) if read_plan.fixed else snapshot,
                 result,
-                _timeout(timeout, policy_timeout),
+                longevity.cap(timeout, policy_timeout, fixed=read_plan.fixed),
                 model,
                 labels,
                 db_alias,
@@ -300,7 +325,7 @@ def fetch(
         return result
 
     def poll() -> stampede.PollResult:
-        hit, rows, now = _poll(cache, key, version_keys)
+        hit, rows, now = _poll(cache, key, version_keys, read_plan.fixed)
         if hit and now is not None:
             stale.last_hit.set((db_alias, dict(zip(version_keys, now, strict=True))))
         return hit, rows, now
@@ -309,7 +334,29 @@ def fetch(
     return stampede.compute(cache, key, snapshot, fill=fill, poll=poll, protect=not lagging)
 
 
-def _poll(cache: Any, key: str, version_keys: list[str]) -> stampede.PollResult:
+def _stored_snapshot(entry: Any, fixed: bool) -> tuple[tuple | None, float | None]:
+    """The versions an entry was stored under and, for a fixed read, when its rows were read.
+
+    Entries of fixed and invalidated reads never match each other's plans (a policy
+    changed by a deploy): their snapshots differ in length and in their last item.
+    """
+    if entry is None:
+        return None, None
+    snapshot = entry[0]
+    if not fixed:
+        return snapshot, None
+    if not snapshot or type(snapshot[-1]) is not float:
+        return None, None
+    return snapshot[:-1], snapshot[-1]
+
+
+def _expires(read_plan: _Plan, read_at: float | None) -> float | None:
+    if not read_plan.fixed or read_at is None or read_plan.timeout is None:
+        return None
+    return read_at + read_plan.timeout
+
+
+def _poll(cache: Any, key: str, version_keys: list[str], fixed: bool) -> stampede.PollResult:
     """(a current entry was found, its rows, the current versions or None if unknown)."""
     try:
         found = versions.read_many(cache, [key, *version_keys])
@@ -319,7 +366,7 @@ def _poll(cache: Any, key: str, version_keys: list[str]) -> stampede.PollResult:
     if None in current:
         return False, None, None
     entry = storage.load(found.get(key), key) if key in found else None
-    if entry is not None and entry[0] == current:
+    if entry is not None and _stored_snapshot(entry, fixed)[0] == current:
         return True, entry[1], current
     return False, None, current
 
@@ -366,12 +413,6 @@ def _bypass(
             )
         )
     return _run(run)
-
-
-def _timeout(requested: Any, policy_timeout: int | None) -> int | None:
-    if requested is not None:
-        return requested
-    return policy_timeout
 
 
 def _store(

@@ -9,6 +9,11 @@ tables and the values they were built with. On ``save()`` (``pre_save``):
   database changed it since the read and the save would write a different value
   (so an instance refreshed with ``refresh_from_db()`` is never flagged).
 
+An instance from a *fixed-lifetime* read (``longevity: "fixed"``) may be up to its
+timeout old when handed out, and no write moves the keys such a read depends on:
+tokens cannot tell whether it is stale. Its save always reads the row (one
+``SELECT`` per save of such an instance) and flags what the database changed.
+
 What happens then is the model's ``stale_save`` policy: ``"warn"`` (default: log
 a warning and save, which is exactly what Django does without a cache, so adding
 ormcache never makes a working save fail), ``"raise"`` (``StaleObjectError``,
@@ -50,10 +55,10 @@ class StaleObjectError(Exception):
         )
 
 
-def version_keys_for(db_alias: str, model_tables: Any) -> list[str]:
+def version_keys_for(db_alias: str, model_tables: Any, *, fixed: bool = False) -> list[str]:
     from .reads import version_keys_for
 
-    return version_keys_for(db_alias, model_tables)
+    return version_keys_for(db_alias, model_tables, fixed=fixed)
 
 
 def remember(results: list[Any], hit: tuple[str, dict[str, Any]]) -> None:
@@ -66,10 +71,17 @@ def remember(results: list[Any], hit: tuple[str, dict[str, Any]]) -> None:
 
 
 def _own_tokens(model: Any, db_alias: str, tokens: dict[str, Any]) -> dict[str, Any] | None:
-    """The tokens of the tables holding ``model``'s rows; None when its policy skips the guard."""
+    """The tokens of the tables holding ``model``'s rows; None when its policy skips the guard.
+
+    Empty for a fixed-lifetime read: no token says whether its rows are stale, so the
+    save asks the database.
+    """
     if conf.policy_for(model).stale_save == "allow":
         return None
-    own = set(version_keys_for(db_alias, tables.tables_of_model(model)))
+    model_tables = tables.tables_of_model(model)
+    if any(key in tokens for key in version_keys_for(db_alias, model_tables, fixed=True)[1:]):
+        return {}
+    own = set(version_keys_for(db_alias, model_tables))
     return {key: token for key, token in tokens.items() if key in own}
 
 
@@ -100,9 +112,10 @@ def check_before_save(
         return
     db_alias, tokens, originals = mark
     try:
-        current = versions.read_many(versions.get_cache(), list(tokens))
-        if all(current.get(key) == token for key, token in tokens.items()):
-            return  # nothing written to these tables since the read
+        if tokens:  # none: a fixed-lifetime read, which tokens cannot vouch for
+            current = versions.read_many(versions.get_cache(), list(tokens))
+            if all(current.get(key) == token for key, token in tokens.items()):
+                return  # nothing written to these tables since the read
     except versions.CacheUnavailable:
         pass  # cannot tell: ask the database
     stale = _stale_fields(sender, instance, db_alias, originals, update_fields)

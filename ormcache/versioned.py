@@ -50,6 +50,7 @@ from . import (
     dependencies,
     health,
     keys,
+    longevity,
     reads,
     signals,
     stampede,
@@ -168,12 +169,12 @@ class Dependencies:
                 f"instances, not {type(item).__name__}"
             )
 
-    def policy(self) -> tuple[int | None, tuple[str, ...]]:
-        """(timeout, labels) of the models involved; marks the value uncacheable if one is off."""
+    def policy(self) -> tuple[int | None, tuple[str, ...], bool]:
+        """(timeout, labels, fixed-lifetime) of the models involved (the stricter rule);
+        marks the value uncacheable if one is off."""
         involved = list(self.models)
         for found in self.tables.values():
-            for table in found:
-                involved.extend(tables.models_for_table(table))
+            involved.extend(longevity.models_of(found))
         timeouts, labels = [], set()
         for model in involved:
             policy = conf.policy_for(model)
@@ -184,8 +185,9 @@ class Dependencies:
             labels.add(model._meta.label_lower)
         if not involved:
             default = conf.default_timeout()
-            return default, ()
-        return (min(timeouts) if timeouts else None), tuple(sorted(labels))
+            return default, (), False
+        fixed = longevity.is_fixed(involved)
+        return (min(timeouts) if timeouts else None), tuple(sorted(labels)), fixed
 
 
 def resolve(items: Iterable[Any], using: str | None = None) -> Dependencies:
@@ -314,9 +316,10 @@ class Value:
     timeout: Any = None  # None: the models' policies, else seconds
     call_key: str | None = None  # an extra version key of its own (cached_as)
 
-    def labels_and_timeout(self) -> tuple[tuple[str, ...], int | None]:
-        policy_timeout, labels = self.deps.policy()
-        return labels, (self.timeout if self.timeout is not None else policy_timeout)
+    def labels_and_timeout(self) -> tuple[tuple[str, ...], int | None, bool]:
+        """(labels, timeout, fixed-lifetime): a fixed value's timeout never exceeds its policy's."""
+        policy_timeout, labels, fixed = self.deps.policy()
+        return labels, longevity.cap(self.timeout, policy_timeout, fixed=fixed), fixed
 
     @property
     def sender(self) -> Any:
@@ -334,13 +337,17 @@ class _Plan:
     started: float
     #: The reads outside the declared dependencies that the entry found remembers.
     learned: tuple[Any, ...] = ()
+    #: Every model involved is fixed-lifetime: it depends on fixed keys (longevity.py).
+    fixed: bool = False
+    #: When the value's fixed-lifetime data reaches its timeout (``time.time()``), if any.
+    expires: float | None = None
 
 
 def _plan(value: Value) -> _Plan | str:
     """What to read for ``value``, or why it bypasses the cache."""
     if reads.is_disabled():
         return "disabled"
-    labels, timeout = value.labels_and_timeout()
+    labels, timeout, fixed = value.labels_and_timeout()
     if value.deps.uncacheable:
         return value.deps.uncacheable
     for db_alias, found in value.deps.tables.items():
@@ -354,7 +361,7 @@ def _plan(value: Value) -> _Plan | str:
     by_alias: dict[str, list[str]] = {}
     version_keys: list[str] = []
     for db_alias in sorted(value.deps.tables):
-        alias_keys = reads.version_keys_for(db_alias, value.deps.tables[db_alias])
+        alias_keys = reads.version_keys_for(db_alias, value.deps.tables[db_alias], fixed=fixed)
         by_alias[db_alias] = alias_keys
         version_keys.extend(k for k in alias_keys if k not in version_keys)
     if keys.GLOBAL_VERSION_KEY not in version_keys:
@@ -362,7 +369,14 @@ def _plan(value: Value) -> _Plan | str:
     if value.call_key:
         version_keys.append(value.call_key)
     return _Plan(
-        value, versions.get_cache(), version_keys, by_alias, labels, timeout, time.perf_counter()
+        value,
+        versions.get_cache(),
+        version_keys,
+        by_alias,
+        labels,
+        timeout,
+        time.perf_counter(),
+        fixed=fixed,
     )
 
 
@@ -379,10 +393,13 @@ def _lookup(plan: _Plan) -> stampede.PollResult:
     entry = storage.load(found[key], key)
     if entry is None or entry[0] != current:
         return False, None, current
-    learned, value = entry[1]
+    learned, value, *expires = entry[1]  # expires: see _store
     if learned and not _learned_current(plan.cache, learned):
         return False, None, current
+    if plan.fixed and not expires:
+        return False, None, current  # stored before the model became fixed-lifetime
     plan.learned = learned
+    plan.expires = expires[0] if expires else None
     return True, value, current
 
 
@@ -449,14 +466,21 @@ def _report(plan: _Plan, snapshot: tuple[Any, ...], outcome: str, learned: Any =
         return
     tokens = dict(zip(plan.version_keys, snapshot, strict=True))
     model = plan.value.sender
+    expires = plan.expires if outcome == "hit" else _fixed_expiry(plan, time.time())
     for db_alias, alias_keys in plan.by_alias.items():
         versions_read = {k: tokens[k] for k in alias_keys}
         if plan.value.call_key:
             versions_read[plan.value.call_key] = tokens[plan.value.call_key]
         found = frozenset(plan.value.deps.tables[db_alias])
-        reads._report(reads.ReadEvent(model, db_alias, found, versions_read, outcome))
+        reads._report(
+            reads.ReadEvent(model, db_alias, found, versions_read, outcome, expires=expires)
+        )
     for db_alias, found, pairs in learned:
-        reads._report(reads.ReadEvent(model, db_alias, frozenset(found), dict(pairs), outcome))
+        reads._report(
+            reads.ReadEvent(
+                model, db_alias, frozenset(found), dict(pairs), outcome, expires=expires
+            )
+        )
 
 
 def _report_bypass(value: Value, reason: str) -> None:
@@ -500,7 +524,15 @@ def _learn(events: list[Any], declared: set[str]) -> tuple[Any, ...] | None:
     )
 
 
-def _store(plan: _Plan, snapshot: tuple[Any, ...], result: Any, events: list[Any]) -> None:
+def _fixed_expiry(plan: _Plan, computed_at: float) -> float | None:
+    if not plan.fixed or plan.timeout is None:
+        return None
+    return computed_at + plan.timeout
+
+
+def _store(
+    plan: _Plan, snapshot: tuple[Any, ...], result: Any, events: list[Any], computed_at: float
+) -> None:
     if not versions.storable(snapshot) or _replica_may_lag(plan, snapshot):
         return
     learned = _learn(events, set(plan.version_keys))
@@ -508,9 +540,23 @@ def _store(plan: _Plan, snapshot: tuple[Any, ...], result: Any, events: list[Any
         return
     started = time.perf_counter()
     value = plan.value
+    # A value from fixed-lifetime data (its own policy, or fixed reads it made) expires
+    # with the oldest of that data, and says when, for the pages built around it.
+    expiries = [event.expires for event in events if event.expires is not None]
+    own = _fixed_expiry(plan, computed_at)
+    if own is not None:
+        expiries.append(own)
+    timeout = plan.timeout
+    expires = min(expiries) if expiries else None
+    if expires is not None:
+        remaining = int(expires - time.time())
+        if remaining <= 0:
+            return
+        timeout = remaining if timeout is None else min(timeout, remaining)
     try:
-        data = storage.dump(snapshot, (learned, result))
-        versions.store(plan.cache, value.key, data, plan.timeout)
+        entry = (learned, result) if expires is None else (learned, result, expires)
+        data = storage.dump(snapshot, entry)
+        versions.store(plan.cache, value.key, data, timeout)
     except storage.TooLarge as exc:
         logger.info("ormcache: not storing %s %s: %s", value.kind, value.name, exc)
         return
@@ -586,9 +632,10 @@ def get(value: Value, compute: Callable[[], Any]) -> Any:
     _signal(signals.cache_miss, plan)
 
     def fill(snapshot: tuple[Any, ...]) -> Any:
+        computed_at = time.time()
         with reads.recording() as events:
             result = compute()
-        _store(plan, snapshot, result, events)
+        _store(plan, snapshot, result, events, computed_at)
         return result
 
     return stampede.compute(plan.cache, value.key, snapshot, fill=fill, poll=lambda: _lookup(plan))
@@ -623,9 +670,10 @@ async def aget(value: Value, compute: Callable[[], Awaitable[Any]]) -> Any:
     _signal(signals.cache_miss, plan)
 
     async def fill(snapshot: tuple[Any, ...]) -> Any:
+        computed_at = time.time()
         with reads.recording() as events:
             result = await compute()
-        await sync_to_async(_store)(plan, snapshot, result, events)
+        await sync_to_async(_store)(plan, snapshot, result, events, computed_at)
         return result
 
     return await stampede.acompute(
@@ -646,7 +694,7 @@ def invalidate(value: Value) -> bool:
     """Make ``value``'s entry dead by bumping its own version key; False if undelivered."""
     if value.call_key is None:
         raise ValueError("this value has no version key of its own")
-    _labels, timeout = value.labels_and_timeout()
+    _labels, timeout, _fixed = value.labels_and_timeout()
     cache = versions.get_cache()
     try:
         cache.set(value.call_key, versions.new_token(), timeout=_call_key_timeout(timeout))
