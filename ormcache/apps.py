@@ -28,6 +28,8 @@ class OrmcacheConfig(AppConfig):
         pre_save.connect(check_before_save, dispatch_uid="ormcache.stale_save")
         post_save.connect(forget_after_save, dispatch_uid="ormcache.stale_save")
         stats.sync()  # connects the stats counters when ORMCACHE["STATS"] turns them on
+        # Scaled-out set-ups: Redis replicas, Sentinel and Cluster checks.
+        from . import scaling_checks  # noqa: F401  (registers the checks)
 
 
 def watch_connection(sender: Any = None, connection: Any = None, **kwargs: Any) -> None:
