@@ -28,8 +28,12 @@ class OrmcacheConfig(AppConfig):
         pre_save.connect(check_before_save, dispatch_uid="ormcache.stale_save")
         post_save.connect(forget_after_save, dispatch_uid="ormcache.stale_save")
         stats.sync()  # connects the stats counters when ORMCACHE["STATS"] turns them on
-        # Scaled-out set-ups: Redis replicas, Sentinel and Cluster checks.
-        from . import scaling_checks  # noqa: F401  (registers the checks)
+        # Scaled-out set-ups: Redis replicas, Sentinel and Cluster checks; writes outside
+        # Django (ORMCACHE["TRIGGERS"]): mark Django's own sessions, start listener threads.
+        from . import listener, scaling_checks, triggers  # noqa: F401  (registers checks)
+
+        connection_created.connect(triggers.mark_django_session, dispatch_uid="ormcache.triggers")
+        listener.start_in_process()
 
 
 def watch_connection(sender: Any = None, connection: Any = None, **kwargs: Any) -> None:

@@ -59,6 +59,7 @@ SETTINGS_KEYS = frozenset(
         "STAMPEDE_WAIT",
         "PAGES",
         "STATS",
+        "TRIGGERS",
         "DOWNSTREAM",
     }
 )

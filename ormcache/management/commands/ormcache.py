@@ -4,6 +4,8 @@
     manage.py ormcache invalidate [app_label.model | app_label ...]   # none: everything
     manage.py ormcache inspect blog.post
     manage.py ormcache inspect /post/1/ [--user alice] [--host example.com]
+    manage.py ormcache triggers install|uninstall|status [--database ALIAS]
+    manage.py ormcache listen [--database ALIAS ...]
 
 ``manage.py check`` is Django's own and runs ormcache's system checks.
 """
@@ -61,6 +63,33 @@ class Command(BaseCommand):
         inspect.add_argument("--user", help="for a URL: request it logged in as this username")
         inspect.add_argument("--host", help="for a URL: the Host header (default: ALLOWED_HOSTS)")
         inspect.add_argument("--json", action="store_true", help="print JSON")
+
+        # Writes outside Django (PostgreSQL): ormcache/triggers.py, ormcache/listener.py.
+        installed = commands.add_parser(
+            "triggers",
+            help="install, uninstall or show the NOTIFY triggers on the cached tables",
+            description="Statement-level triggers that NOTIFY on every write to a cached "
+            "table, so that `ormcache listen` can bump versions for writes made outside "
+            "Django (psql, other services, database-level cascades). PostgreSQL only.",
+        )
+        installed.add_argument("action", choices=("install", "uninstall", "status"))
+        installed.add_argument(
+            "--database",
+            action="append",
+            help="database alias (repeatable; default: ORMCACHE['TRIGGERS']['databases'])",
+        )
+        listen = commands.add_parser(
+            "listen",
+            help="bump versions from the triggers' notifications (run it beside the app)",
+            description="LISTENs on ORMCACHE['TRIGGERS']['channel'] of each database and "
+            "bumps the versions of the tables that transactions outside Django wrote, "
+            "right after they commit. Stops on Ctrl-C / SIGTERM.",
+        )
+        listen.add_argument(
+            "--database",
+            action="append",
+            help="database alias (repeatable; default: ORMCACHE['TRIGGERS']['databases'])",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         handler = getattr(self, f"handle_{options['subcommand']}")
@@ -132,6 +161,63 @@ class Command(BaseCommand):
             self.stdout.write(_dumps(report))
         else:
             self.stdout.write(_format_report(report))
+
+    # --- triggers and listen -------------------------------------------------------------
+
+    def handle_triggers(self, *, action: str, database: list[str] | None, **_: Any) -> None:
+        from ormcache import triggers
+
+        for alias in _trigger_databases(database):
+            if action == "install":
+                tables = triggers.install(alias)
+                self.stdout.write(self.style.SUCCESS(f"{alias}: triggers on {len(tables)} tables."))
+            elif action == "uninstall":
+                tables = triggers.uninstall(alias)
+                self.stdout.write(
+                    self.style.SUCCESS(f"{alias}: dropped the triggers of {len(tables)} tables.")
+                )
+            else:
+                found = triggers.status(alias)
+                self.stdout.write(
+                    f"{alias}: {len(found.cached)} cached tables, "
+                    f"{len(found.cached) - len(found.missing)} with a trigger"
+                )
+                for table in found.missing:
+                    self.stdout.write(f"  missing: {table}")
+                for table in found.extra:
+                    self.stdout.write(f"  not cached, has a trigger: {table}")
+
+    def handle_listen(self, *, database: list[str] | None, **_: Any) -> None:
+        import signal
+        import threading
+
+        from ormcache import listener
+
+        aliases = _trigger_databases(database)
+
+        def stop(*_: Any) -> None:
+            raise KeyboardInterrupt
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, stop)
+        self.stdout.write(f"Listening on {', '.join(aliases)}; Ctrl-C stops.")
+        self.stdout.flush()
+        listener.run_forever(aliases)
+        self.stdout.write("Stopped.")
+
+
+def _trigger_databases(requested: list[str] | None) -> list[str]:
+    from django.db import connections
+
+    from ormcache import triggers
+
+    aliases = requested or triggers.options().get("databases") or ["default"]
+    for alias in aliases:
+        if alias not in connections:
+            raise CommandError(f"{alias!r} is not a database alias.")
+        if connections[alias].vendor != "postgresql":
+            raise CommandError(f"{alias!r} is not PostgreSQL: triggers need PostgreSQL.")
+    return list(aliases)
 
 
 def _models_for(labels: Iterable[str]) -> list[Any]:
