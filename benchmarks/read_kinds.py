@@ -2,6 +2,8 @@
 
     python benchmarks/read_kinds.py                     # SQLite + locmem
     python benchmarks/read_kinds.py --backend postgres-redis   # needs the env vars below
+    python benchmarks/read_kinds.py --backend postgres-locmem --caches locmem,redis,memcached
+                                # one run, one database: the hit on each cache side by side
 
 PostgreSQL uses ORMCACHE_TEST_PG_HOST/_PORT/_USER, Redis ORMCACHE_TEST_REDIS_URL and
 Memcached ORMCACHE_TEST_MEMCACHED
@@ -24,7 +26,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def configure(backend: str) -> None:
+CACHE_SETTINGS = {
+    "locmem": lambda: {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "redis": lambda: {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": os.environ["ORMCACHE_TEST_REDIS_URL"],
+    },
+    "memcached": lambda: {
+        "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+        "LOCATION": os.environ["ORMCACHE_TEST_MEMCACHED"],
+    },
+}
+
+
+def configure(backend: str, extra_caches: list[str]) -> None:
     import django
     from django.conf import settings
 
@@ -38,16 +53,8 @@ def configure(backend: str) -> None:
             "USER": os.environ.get("ORMCACHE_TEST_PG_USER", "postgres"),
             "NAME": "postgres",
         }
-    if backend == "postgres-redis":
-        caches["default"] = {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": os.environ["ORMCACHE_TEST_REDIS_URL"],
-        }
-    if backend == "postgres-memcached":
-        caches["default"] = {
-            "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
-            "LOCATION": os.environ["ORMCACHE_TEST_MEMCACHED"],
-        }
+    caches["default"] = CACHE_SETTINGS[backend.split("-")[1]]()
+    caches.update({name: CACHE_SETTINGS[name]() for name in extra_caches})
     settings.configure(
         DEBUG=False,
         USE_TZ=True,
@@ -137,6 +144,33 @@ def median_us(function, number: int, repeat: int) -> float:
     return statistics.median(times) / number * 1e6
 
 
+def compare_caches(caches: list[str], args: argparse.Namespace) -> None:
+    """One database, one run: each read's hit on every cache, next to plain Django."""
+    from django.core.management import call_command
+    from django.test.utils import override_settings
+
+    import ormcache
+
+    call_command("migrate", verbosity=0, run_syncdb=True)
+    seed()
+    rows = []
+    for name, read in reads().items():
+        with ormcache.disabled():
+            row = [median_us(read, args.number, args.repeat)]
+        for cache in caches:
+            with override_settings(ORMCACHE={"CACHE": cache, "TIMEOUT": 600}):
+                read()  # fill
+                row.append(median_us(read, args.number, args.repeat))
+        rows.append((name, row))
+    print(f"\ndatabase: {args.backend.split('-')[0]}   (median of {args.repeat} x {args.number} "
+          "calls, µs/call; the hit columns never touch the database)\n")  # fmt: skip
+    columns = ["plain Django", *(f"hit {cache}" for cache in caches)]
+    print(f"{'read kind':<30} " + " ".join(f"{c:>14}" for c in columns))
+    print("-" * (31 + 15 * len(columns)))
+    for name, row in rows:
+        print(f"{name:<30} " + " ".join(f"{value:>14.1f}" for value in row))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -144,10 +178,22 @@ def main() -> None:
         choices=["sqlite-locmem", "postgres-locmem", "postgres-redis", "postgres-memcached"],
         default="sqlite-locmem",
     )
+    parser.add_argument(
+        "--caches",
+        default="",
+        help="comma-separated caches (locmem, redis, memcached): one hit column per cache",
+    )
     parser.add_argument("--number", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
-    configure(args.backend)
+    caches = [name for name in args.caches.split(",") if name]
+    unknown = sorted(set(caches) - set(CACHE_SETTINGS))
+    if unknown:
+        parser.error(f"unknown caches: {', '.join(unknown)}")
+    configure(args.backend, caches)
+    if caches:
+        compare_caches(caches, args)
+        return
 
     from django.core.management import call_command
 

@@ -82,11 +82,11 @@ def dump(snapshot: tuple, result: Any) -> bytes:
     """Encode an entry; raises TooLarge, or pickling errors for unpicklable rows."""
     max_rows = conf.get_settings().get("MAX_ENTRY_ROWS", conf.DEFAULT_MAX_ENTRY_ROWS)
     if max_rows is not None and _count_rows(result) > max_rows:
-        raise TooLarge(f"more than {max_rows} rows")
+        raise TooLarge(f"more than MAX_ENTRY_ROWS ({max_rows}) rows")
     payload = pickle.dumps((snapshot, result), protocol=pickle.HIGHEST_PROTOCOL)
     max_bytes = conf.get_settings().get("MAX_ENTRY_BYTES", conf.DEFAULT_MAX_ENTRY_BYTES)
     if max_bytes is not None and len(payload) > max_bytes:
-        raise TooLarge(f"{len(payload)} bytes, more than {max_bytes}")
+        raise TooLarge(f"{len(payload)} bytes, more than MAX_ENTRY_BYTES ({max_bytes})")
     key = _signing_key()
     signature = hmac.new(key, payload, hashlib.sha256).digest() if key else b""
     return b"".join((MAGIC, schema_fingerprint(), signature, payload))

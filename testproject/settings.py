@@ -13,6 +13,8 @@ Environment variables:
   ORMCACHE_DEMO_ORM_CACHE   "0" turns ormcache's query cache off (ORMCACHE["ENABLED"])
   ORMCACHE_DEMO_REDIS_URL   a Redis URL: use it as the cache (needs django-redis), so
                             that several server processes share pages and versions
+  ORMCACHE_DEMO_PURGE_URL   a Varnish (docs/recipes/varnish.vcl) in front of the site:
+                            shared pages get xkey headers, and writes purge them there
 """
 
 import os
@@ -119,6 +121,17 @@ ORMCACHE = {
         "blog.bookmark": {"user_scoped": True},
     },
 }
+
+# Downstream caches (docs/downstream.md): a Varnish in front of the site, kept fresh by
+# purges (the Varnish test, tests/e2e/test_varnish.py, and benchmarks/purge_latency.py).
+if os.environ.get("ORMCACHE_DEMO_PURGE_URL"):
+    ORMCACHE["DOWNSTREAM"] = {
+        "enabled": True,
+        "surrogate_key_header": "xkey",
+        "purgers": [
+            {"class": "ormcache.purge.HTTPPurger", "urls": [os.environ["ORMCACHE_DEMO_PURGE_URL"]]}
+        ],
+    }
 
 SILENCED_SYSTEM_CHECKS = [
     # ormcache.W001 warns that LocMemCache is per process: a write made in one

@@ -75,29 +75,38 @@ def launch_chromium() -> Iterator[object]:
             browser.close()
 
 
-@contextlib.contextmanager
-def demo_server(tmp: Path, *, env: dict[str, str] | None = None) -> Iterator[str]:
-    """testproject under ``runserver`` (which also serves static files when DEBUG is on),
-    on a fresh database seeded by ``seed_blog --with-admin`` (admin / admin).
-    Yields the base URL; stops the server on exit."""
-    full_env = {
+MANAGE = [sys.executable, str(ROOT / "testproject" / "manage.py")]
+
+
+def demo_env(tmp: Path, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of testproject on the database in ``tmp`` (server and commands)."""
+    return {
         **{k: v for k, v in os.environ.items() if k != "PYTEST_VERSION"},
         "DJANGO_SETTINGS_MODULE": "testproject.settings",
         "ORMCACHE_DEMO_DB": str(tmp / "db.sqlite3"),
         "PYTHONPATH": str(ROOT),
         **(env or {}),
     }
-    manage = [sys.executable, str(ROOT / "testproject" / "manage.py")]
+
+
+@contextlib.contextmanager
+def demo_server(
+    tmp: Path, *, env: dict[str, str] | None = None, port: int | None = None
+) -> Iterator[str]:
+    """testproject under ``runserver`` (which also serves static files when DEBUG is on),
+    on a fresh database seeded by ``seed_blog --with-admin`` (admin / admin), on ``port``
+    (default: a free one). Yields the base URL; stops the server on exit."""
+    full_env = demo_env(tmp, env)
     for command in (["migrate", "--noinput", "-v", "0"], ["seed_blog", "--with-admin"]):
         subprocess.run(
-            [*manage, *command], env=full_env, cwd=ROOT, check=True, timeout=120,
+            [*MANAGE, *command], env=full_env, cwd=ROOT, check=True, timeout=120,
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
-    port = free_port()
+    port = port or free_port()
     log_path = tmp / "server.log"
     with open(log_path, "w+") as log:
         process = subprocess.Popen(
-            [*manage, "runserver", f"127.0.0.1:{port}", "--noreload"],
+            [*MANAGE, "runserver", f"127.0.0.1:{port}", "--noreload"],
             env=full_env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         base = f"http://127.0.0.1:{port}"
