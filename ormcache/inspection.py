@@ -35,6 +35,7 @@ def inspect_model(model: Any) -> dict[str, Any]:
             "timeout": policy.timeout,
             "user_scoped": policy.user_scoped,
             "stale_save": policy.stale_save,
+            "longevity": "fixed" if policy.fixed else "invalidate",
         },
         "tables": deps,
         "models_in_these_tables": sharing,
@@ -172,11 +173,4 @@ def _page_key(url: str, host: str) -> str | None:
 
 
 def stats_dict(item: stats.ModelStats) -> dict[str, Any]:
-    return {
-        "model": item.label,
-        "hits": item.hits,
-        "misses": item.misses,
-        "stores": item.stores,
-        "invalidations": item.invalidations,
-        "hit_ratio": item.hit_ratio,
-    }
+    return item.as_dict()

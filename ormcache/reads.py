@@ -427,7 +427,8 @@ def _store(
 ) -> None:
     started = time.perf_counter()
     try:
-        versions.store(cache, key, storage.dump(snapshot, result), timeout)
+        data = storage.dump(snapshot, result)
+        versions.store(cache, key, data, timeout)
     except versions.CacheUnavailable:
         return
     except Exception as exc:  # too large, or unpicklable rows (e.g. memoryview columns)
@@ -445,6 +446,7 @@ def _store(
             db_alias=db_alias,
             key=key,
             elapsed=time.perf_counter() - started,
+            size=len(data),
         )
 
 

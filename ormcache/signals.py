@@ -4,7 +4,8 @@ Each is sent only when it has receivers, so an unobserved hit pays nothing.
 Keyword arguments (all signals): ``labels`` (tuple of model labels involved),
 ``db_alias``, ``key`` (the result key, or None for invalidations), ``elapsed``
 (seconds spent). ``invalidated`` also gets ``tables`` and ``pending`` (True for
-the provisional bump before a write commits; a normal bump follows it). The
+the provisional bump before a write commits; a normal bump follows it).
+``cache_stored`` also gets ``size``: the bytes of the entry as stored. The
 sender is the model class the query was made on (for invalidations: the first
 model written, or None when the tables are not models).
 

@@ -12,14 +12,20 @@ pays a flush of a few cache calls.
 
 Shared counters, in the cache ormcache uses::
 
-    ormcache:s:<label>:<kind>                 totals, kind in hits/misses/stores/invalidations
+    ormcache:s:<label>:<kind>                 totals, kind in hits/misses/stores/
+                                              invalidations/stored_bytes
     ormcache:s:t:<interval>:<bucket>:<kind>   hits and misses per time bucket (the history)
+    ormcache:s:w:<interval>:<bucket>:<label>:<kind>
+                                              every kind per model and time bucket (the
+                                              window the policy advisor reads, advisor.py)
 
-Hits, misses and stores count for the model the query was made on (the sender);
+Hits, misses and stores (and the bytes of the stored entries) count for the model
+the query was made on (the sender);
 an invalidation counts for every model whose table was written, and ``"*"``
 for ``invalidate_all()`` and statements that may write anything. The history
 keys expire after ``history_length`` buckets, so the cache keeps a rolling
-window for the hit-ratio chart of the admin page.
+window for the hit-ratio chart of the admin page; the per-model buckets expire
+after ``window_length`` buckets of ``window_interval`` seconds.
 
 Stats are approximate by design: counts of a process that dies between two
 flushes are lost, and a cache outage drops what could not be flushed after a
@@ -44,7 +50,9 @@ from . import conf, health, keys, signals, versions
 logger = logging.getLogger("ormcache")
 
 HITS, MISSES, STORES, INVALIDATIONS = "hits", "misses", "stores", "invalidations"
-KINDS = (HITS, MISSES, STORES, INVALIDATIONS)
+#: The size of the stored entries, in bytes (as encoded for the cache).
+STORED_BYTES = "stored_bytes"
+KINDS = (HITS, MISSES, STORES, INVALIDATIONS, STORED_BYTES)
 #: The label invalidations of everything are counted under.
 EVERYTHING = "*"
 #: Options of ``ORMCACHE["STATS"]`` and their defaults.
@@ -54,6 +62,8 @@ DEFAULTS: dict[str, Any] = {
     "flush_every": 1000,
     "history_interval": 60,
     "history_length": 1440,
+    "window_interval": 3600,
+    "window_length": 168,
 }
 _PREFIX = f"{keys.PREFIX}:s"
 # Counts that could not be flushed are kept for this many flushes, then dropped,
@@ -70,10 +80,32 @@ class ModelStats:
     misses: int = 0
     stores: int = 0
     invalidations: int = 0
+    stored_bytes: int = 0
 
     @property
     def reads(self) -> int:
         return self.hits + self.misses
+
+    @property
+    def reuse(self) -> float | None:
+        """Hits per stored entry, or None before the first store."""
+        return self.hits / self.stores if self.stores else None
+
+    @property
+    def average_entry(self) -> int | None:
+        """Bytes per stored entry, or None before the first store."""
+        return self.stored_bytes // self.stores if self.stores else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The counts for JSON output (``manage.py ormcache stats --json`` and ``advise``)."""
+        return {
+            "model": self.label,
+            "hits": self.hits,
+            "misses": self.misses,
+            "stores": self.stores,
+            "invalidations": self.invalidations,
+            "hit_ratio": self.hit_ratio,
+        }
 
     @property
     def hit_ratio(self) -> float | None:
@@ -142,7 +174,13 @@ def check(raw: Any) -> list[tuple[int, str, str]]:
                 "0 flushes on every event (for tests); the default, 10, is right for production.",
             )
         )
-    for code, name in ((43, "flush_every"), (44, "history_interval"), (45, "history_length")):
+    for code, name in (
+        (43, "flush_every"),
+        (44, "history_interval"),
+        (45, "history_length"),
+        (46, "window_interval"),
+        (47, "window_length"),
+    ):
         value = raw.get(name, DEFAULTS[name])
         if not _is_int(value) or value < 1:
             problems.append((code, f"STATS[{name!r}] must be an int >= 1, got {value!r}.", hint))
@@ -161,8 +199,9 @@ def _is_int(value: Any) -> bool:
 
 _lock = threading.Lock()
 # (who, kind) -> count not yet flushed. ``who`` is the sender model class or a label
-# for the totals, and ``("t", history_interval, bucket)`` for the history: hits and
-# misses are put in the bucket of the moment they happen, not of the flush.
+# for the totals, ``("t", history_interval, bucket)`` for the history and
+# ``("w", window_interval, bucket, sender or label)`` for the per-model window: counts
+# are put in the bucket of the moment they happen, not of the flush.
 _counts: dict[tuple[Any, str], int] = {}
 _retries: dict[tuple[Any, str], int] = {}
 _state: dict[str, Any] = {
@@ -171,7 +210,15 @@ _state: dict[str, Any] = {
     "flush_every": 1000,
     "flush_interval": 10.0,
     "history_interval": 60,
+    "window_interval": 3600,
 }
+
+
+def _add_in_window(who: Any, kind: str, now: float, amount: int = 1) -> None:
+    """Add to ``who``'s bucket of the per-model window (call with the lock held)."""
+    interval = _state["window_interval"]
+    key = (("w", interval, int(now // interval), who), kind)
+    _counts[key] = _counts.get(key, 0) + amount
 
 
 def _count(who: Any, kind: str) -> None:
@@ -182,6 +229,7 @@ def _count(who: Any, kind: str) -> None:
         interval = _state["history_interval"]
         key = (("t", interval, int(now // interval)), kind)
         _counts[key] = _counts.get(key, 0) + 1
+        _add_in_window(who, kind, now)
         _state["pending"] += 1
         due = _state["pending"] >= _state["flush_every"] or now >= _state["deadline"]
     if due:
@@ -196,12 +244,18 @@ def _on_miss(sender: Any, **kwargs: Any) -> None:
     _count(sender, MISSES)
 
 
-def _on_stored(sender: Any, **kwargs: Any) -> None:
+def _on_stored(sender: Any, size: int = 0, **kwargs: Any) -> None:
+    now = time.time()
     with _lock:
         key = (sender, STORES)
         _counts[key] = _counts.get(key, 0) + 1
+        _add_in_window(sender, STORES, now)
+        if size:
+            key = (sender, STORED_BYTES)
+            _counts[key] = _counts.get(key, 0) + size
+            _add_in_window(sender, STORED_BYTES, now, size)
         _state["pending"] += 1
-        due = _state["pending"] >= _state["flush_every"] or time.time() >= _state["deadline"]
+        due = _state["pending"] >= _state["flush_every"] or now >= _state["deadline"]
     if due:
         flush()
 
@@ -211,12 +265,14 @@ def _on_invalidated(
 ) -> None:
     if pending:
         return  # the provisional bump of a write; its final bump is the one counted
+    now = time.time()
     with _lock:
         for label in labels:
             key = (label, INVALIDATIONS)
             _counts[key] = _counts.get(key, 0) + 1
+            _add_in_window(label, INVALIDATIONS, now)
         _state["pending"] += 1
-        due = _state["pending"] >= _state["flush_every"] or time.time() >= _state["deadline"]
+        due = _state["pending"] >= _state["flush_every"] or now >= _state["deadline"]
     if due:
         flush()
 
@@ -246,6 +302,8 @@ def sync() -> None:
         _state["deadline"] = time.time() + _state["flush_interval"]
         history = current["history_interval"]
         _state["history_interval"] = history if _is_int(history) and history > 0 else 60
+        window = current["window_interval"]
+        _state["window_interval"] = window if _is_int(window) and window > 0 else 3600
     for signal, receiver in _RECEIVERS:
         if enabled:
             signal.connect(receiver, weak=False)
@@ -283,6 +341,20 @@ def _history_key(interval: int, bucket: int, kind: str) -> str:
     return f"{_PREFIX}:t:{interval}:{bucket}:{kind}"
 
 
+def _window_key(interval: int, bucket: int, label: str, kind: str) -> str:
+    return f"{_PREFIX}:w:{interval}:{bucket}:{label}:{kind}"
+
+
+def _lengths() -> tuple[int, int]:
+    """(history_length, window_length), valid or their defaults."""
+    current = options()
+    history, window = (
+        current[name] if _is_int(current[name]) and current[name] > 0 else DEFAULTS[name]
+        for name in ("history_length", "window_length")
+    )
+    return history, window
+
+
 def flush() -> bool:
     """Add this process's counts to the shared counters; False if some had to wait."""
     with _lock:
@@ -292,15 +364,17 @@ def flush() -> bool:
         _state["deadline"] = time.time() + _state["flush_interval"]
     if not counts:
         return True
-    current = options()
-    length = current["history_length"] if _is_int(current["history_length"]) else 1440
+    length, window_length = _lengths()
     deltas: dict[str, int] = {}
     timeouts: dict[str, int | None] = {}
     origins: dict[str, list[tuple[Any, str]]] = {}
     for (who, kind), count in counts.items():
-        if type(who) is tuple:  # ("t", interval, bucket): the history
+        if type(who) is tuple and who[0] == "t":  # ("t", interval, bucket): the history
             key = _history_key(who[1], who[2], kind)
             timeouts[key] = who[1] * (length + 1)
+        elif type(who) is tuple:  # ("w", interval, bucket, who): the per-model window
+            key = _window_key(who[1], who[2], _label(who[3]), kind)
+            timeouts[key] = who[1] * (window_length + 1)
         else:
             key = total_key(_label(who), kind)
             timeouts[key] = None
@@ -389,16 +463,26 @@ def read(labels: Iterable[str] | None = None) -> dict[str, ModelStats]:
     """
     flush()
     wanted = list(labels) if labels is not None else known_labels()
-    cache_keys = {total_key(label, kind): (label, kind) for label in wanted for kind in KINDS}
+    return _read_counts(
+        {total_key(label, kind): (label, kind) for label in wanted for kind in KINDS}
+    )
+
+
+def _read_counts(cache_keys: dict[str, tuple[str, str]]) -> dict[str, ModelStats]:
+    """Read counters (key -> (label, kind)) and add them up per label; {} if unavailable."""
+    names = list(cache_keys)
+    found: dict[str, Any] = {}
     try:
-        found = versions.read_many(versions.get_cache(), list(cache_keys))
+        for start in range(0, len(names), 1000):
+            found.update(versions.read_many(versions.get_cache(), names[start : start + 1000]))
     except versions.CacheUnavailable:
         return {}
     values: dict[str, dict[str, int]] = {}
     for key, value in found.items():
         if key in cache_keys and isinstance(value, int):
             label, kind = cache_keys[key]
-            values.setdefault(label, {})[kind] = value
+            per_label = values.setdefault(label, {})
+            per_label[kind] = per_label.get(kind, 0) + value
     return {label: ModelStats(label, **values[label]) for label in sorted(values)}
 
 
@@ -435,6 +519,26 @@ def history(samples: int | None = None) -> list[Sample]:
     return [Sample(b * interval, value(b, HITS), value(b, MISSES)) for b in buckets]
 
 
+def window(seconds: float, labels: Iterable[str] | None = None) -> dict[str, ModelStats]:
+    """Each label's counts over the last ``seconds`` (whole buckets of ``window_interval``),
+    flushing this process first; only labels with a count."""
+    flush()
+    interval = _state["window_interval"]
+    _history_length, window_length = _lengths()
+    now = int(time.time() // interval)
+    count = min(max(1, -(-int(seconds) // interval)), window_length)
+    buckets = range(now - count + 1, now + 1)
+    wanted = list(labels) if labels is not None else known_labels()
+    return _read_counts(
+        {
+            _window_key(interval, bucket, label, kind): (label, kind)
+            for label in wanted
+            for kind in KINDS
+            for bucket in buckets
+        }
+    )
+
+
 def reset() -> None:
     """Forget every count: this process's and the shared ones (totals and history)."""
     with _lock:
@@ -443,13 +547,22 @@ def reset() -> None:
         _state["pending"] = 0
     current = options()
     interval = current["history_interval"] if _is_int(current["history_interval"]) else 60
-    length = current["history_length"] if _is_int(current["history_length"]) else 1440
+    length, window_length = _lengths()
     now = int(time.time() // interval)
-    doomed = [total_key(label, kind) for label in known_labels() for kind in KINDS]
+    labels = known_labels()
+    doomed = [total_key(label, kind) for label in labels for kind in KINDS]
     doomed += [
         _history_key(interval, b, kind)
         for b in range(now - length, now + 1)
         for kind in (HITS, MISSES)
+    ]
+    window_interval = _state["window_interval"]
+    latest = int(time.time() // window_interval)
+    doomed += [
+        _window_key(window_interval, b, label, kind)
+        for b in range(latest - window_length, latest + 1)
+        for label in labels
+        for kind in KINDS
     ]
     cache = versions.get_cache()
     for start in range(0, len(doomed), 500):

@@ -572,6 +572,7 @@ def _store(
             db_alias=next(iter(plan.by_alias), None),
             key=value.key,
             elapsed=time.perf_counter() - started,
+            size=len(data),
         )
 
 

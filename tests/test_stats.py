@@ -39,10 +39,13 @@ def test_hits_misses_stores_and_invalidations_per_model(stats_on):
     Post.objects.update(rating=3)  # invalidates blog.post
 
     found = stats.read()
-    assert found["blog.post"] == stats.ModelStats("blog.post", 2, 1, 1, 1)
-    assert found["blog.post"].hit_ratio == pytest.approx(2 / 3)
-    assert found["blog.author"] == stats.ModelStats("blog.author", 0, 1, 1, 0)
-    assert found["blog.author"].hit_ratio == 0
+    post, author = found["blog.post"], found["blog.author"]
+    assert (post.hits, post.misses, post.stores, post.invalidations) == (2, 1, 1, 1)
+    assert post.hit_ratio == pytest.approx(2 / 3)
+    assert (author.hits, author.misses, author.stores, author.invalidations) == (0, 1, 1, 0)
+    assert author.hit_ratio == 0
+    # The bytes of the stored entries, as encoded for the cache.
+    assert post.stored_bytes > author.stored_bytes > 0
     total = stats.totals(found)
     assert (total.hits, total.misses, total.stores, total.invalidations) == (2, 2, 2, 1)
 
@@ -66,7 +69,9 @@ def test_counts_stay_in_process_until_the_interval_passes(backend):
         stats.reset()
         read_post_list()
         read_post_list()
-        assert stats.local_counts() == {
+        counts = stats.local_counts()
+        assert counts.pop(("blog.post", "stored_bytes")) > 0
+        assert counts == {
             ("blog.post", "misses"): 1,
             ("blog.post", "stores"): 1,
             ("blog.post", "hits"): 1,
@@ -192,7 +197,10 @@ def test_history_keys_expire(stats_on, monkeypatch):
         read_post_list()
         history_keys = [(k, t) for k, t in written if ":s:t:30:" in k]
         assert history_keys and all(t == 30 * 5 for _k, t in history_keys)
-        assert all(t is None for k, t in written if ":s:t:" not in k)  # totals live on
+        # Totals live on; the per-model window keys live window_length buckets.
+        window_keys = [(k, t) for k, t in written if ":s:w:3600:" in k]
+        assert window_keys and all(t == 3600 * 169 for _k, t in window_keys)
+        assert all(t is None for k, t in written if ":s:t:" not in k and ":s:w:" not in k)
         stats.reset()
 
 
