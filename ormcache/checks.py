@@ -14,7 +14,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
-from . import conf, stats
+from . import advisor, conf, stats
 
 _LOCAL_BACKENDS = (
     "django.core.cache.backends.locmem.LocMemCache",
@@ -66,6 +66,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     problems += _check_fault_tolerance(raw)
     problems += _check_helpers(raw)
     problems += [_error(code, msg, hint) for code, msg, hint in stats.check(raw.get("STATS"))]
+    problems += [_error(code, msg, hint) for code, msg, hint in advisor.check(raw.get("ADVISOR"))]
     models = raw.get("MODELS", {})
     if not isinstance(models, dict):
         problems.append(

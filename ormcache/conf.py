@@ -61,6 +61,7 @@ SETTINGS_KEYS = frozenset(
         "STATS",
         "TRIGGERS",
         "DOWNSTREAM",
+        "ADVISOR",
     }
 )
 DEFAULT_BREAKER = {"threshold": 3, "cooldown": 5.0}

@@ -4,6 +4,7 @@
     manage.py ormcache invalidate [app_label.model | app_label ...]   # none: everything
     manage.py ormcache inspect blog.post
     manage.py ormcache inspect /post/1/ [--user alice] [--host example.com]
+    manage.py ormcache advise [--window SECONDS] [--format table|json]
     manage.py ormcache triggers install|uninstall|status [--database ALIAS]
     manage.py ormcache listen [--database ALIAS ...]
 
@@ -20,14 +21,16 @@ from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 import ormcache
-from ormcache import inspection, stats
+from ormcache import advisor, inspection, stats
 
 
 class Command(BaseCommand):
     help = "ormcache: stats per model, invalidation, and what a model or a URL depends on."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        commands = parser.add_subparsers(dest="subcommand", metavar="{stats,invalidate,inspect}")
+        commands = parser.add_subparsers(
+            dest="subcommand", metavar="{stats,invalidate,inspect,advise,triggers,listen}"
+        )
         commands.required = True
 
         shown = commands.add_parser(
@@ -91,6 +94,18 @@ class Command(BaseCommand):
             help="database alias (repeatable; default: ORMCACHE['TRIGGERS']['databases'])",
         )
 
+        advise = commands.add_parser(
+            "advise",
+            help="per model: keep, disable, fixed lifetime or a longer timeout, and why",
+            description="Reads the stats of every process over a window (ORMCACHE['STATS'] "
+            "must be on) and recommends a policy per model, with thresholds from "
+            "ORMCACHE['ADVISOR'].",
+        )
+        advise.add_argument(
+            "--window", type=int, help="seconds of stats to judge (default: ADVISOR['window'])"
+        )
+        advise.add_argument("--format", choices=("table", "json"), default="table")
+
     def handle(self, *args: Any, **options: Any) -> None:
         handler = getattr(self, f"handle_{options['subcommand']}")
         handler(**options)
@@ -132,6 +147,24 @@ class Command(BaseCommand):
             f"Other processes add their counts every {interval} s "
             "(ORMCACHE['STATS']['flush_interval'])."
         )
+
+    # --- advise --------------------------------------------------------------------------
+
+    def handle_advise(self, *, window: int | None, format: str, **_: Any) -> None:
+        if not stats.is_enabled():
+            self.stderr.write(
+                self.style.WARNING(
+                    "Stats are off in this project: set ORMCACHE['STATS'] = {'enabled': True} "
+                    "and let it run under real traffic first."
+                )
+            )
+        found = advisor.advise(window)
+        if format == "json":
+            self.stdout.write(_dumps([item.as_dict() for item in found]))
+            return
+        seconds = window if window is not None else advisor.options()["window"]
+        self.stdout.write(advisor.table(found))
+        self.stdout.write(f"Window: the last {seconds} s of stats (whole buckets).")
 
     # --- invalidate ----------------------------------------------------------------------
 
@@ -280,7 +313,8 @@ def _format_report(report: dict[str, Any]) -> str:
         )
         out.append(
             f"  policy: enabled={policy['enabled']} timeout={policy['timeout']} "
-            f"user_scoped={policy['user_scoped']} stale_save={policy['stale_save']}"
+            f"user_scoped={policy['user_scoped']} stale_save={policy['stale_save']} "
+            f"longevity={policy['longevity']}"
         )
         out.append(f"  tables (its reads depend on them): {', '.join(report['tables'])}")
         out.append(
