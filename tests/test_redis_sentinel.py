@@ -82,7 +82,7 @@ def test_replica_reading_client_is_a_check_error(sentinel):
     }
     with (
         override_settings(CACHES=caches, ORMCACHE={"CACHE": "sentinel"}),
-        pytest.raises(SystemCheckError, match=r"ormcache\.E030"),
+        pytest.raises(SystemCheckError, match=r"ormcache\.E070"),
     ):
         call_command("check")
 
