@@ -54,40 +54,26 @@ def create_database() -> None:
 
 
 def configure() -> None:
-    import django
-    from django.conf import settings
+    from benchmarks.topologies import setup_django
 
     params = pg_params(DATABASE)
-    settings.configure(
-        DEBUG=False,
-        SECRET_KEY="bench",
-        USE_TZ=True,
-        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
-        INSTALLED_APPS=[
-            "django.contrib.auth",
-            "django.contrib.contenttypes",
-            "ormcache",
-            "testproject.blog",
-        ],
-        DATABASES={
-            "default": {
-                "ENGINE": "django.db.backends.postgresql",
-                "HOST": params["host"],
-                "PORT": params["port"],
-                "USER": params["user"],
-                "NAME": DATABASE,
-            }
-        },
-        CACHES={
-            "default": {
-                "BACKEND": "django_redis.cache.RedisCache",
-                "LOCATION": os.environ["ORMCACHE_TEST_REDIS_URL"],
-                "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.25, "SOCKET_TIMEOUT": 0.25},
-            }
-        },
-        ORMCACHE={"MODELS": {"blog.*": {"enabled": True}}, "TRIGGERS": {"databases": ["default"]}},
+    database = {
+        "ENGINE": "django.db.backends.postgresql",
+        "HOST": params["host"],
+        "PORT": params["port"],
+        "USER": params["user"],
+        "NAME": DATABASE,
+    }
+    cache = {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": os.environ["ORMCACHE_TEST_REDIS_URL"],
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.25, "SOCKET_TIMEOUT": 0.25},
+    }
+    setup_django(
+        {"default": database},
+        {"default": cache},
+        {"MODELS": {"blog.*": {"enabled": True}}, "TRIGGERS": {"databases": ["default"]}},
     )
-    django.setup()
 
 
 def run_listener() -> None:

@@ -48,7 +48,8 @@ sys.path.insert(0, str(ROOT))
 ORMCACHE = {"CACHE": "bench", "TIMEOUT": 3600, "MODELS": {"blog.*": {"enabled": True}}}
 
 
-def configure(db_path: str, cache: dict | None) -> None:
+def setup_django(databases: dict, caches: dict, ormcache: dict) -> None:
+    """Django with the blog and ormcache on the given servers (shared with notify_window.py)."""
     import django
     from django.conf import settings
 
@@ -63,15 +64,21 @@ def configure(db_path: str, cache: dict | None) -> None:
             "ormcache",
             "testproject.blog",
         ],
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": db_path}},
-        CACHES={
-            "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-            "bench": cache or {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        },
-        ORMCACHE=ORMCACHE,
+        DATABASES=databases,
+        CACHES=caches,
+        ORMCACHE=ormcache,
         SILENCED_SYSTEM_CHECKS=["ormcache.W001"],
     )
     django.setup()
+
+
+def configure(db_path: str, cache: dict | None) -> None:
+    locmem = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    setup_django(
+        {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": db_path}},
+        {"default": locmem, "bench": cache or locmem},
+        ORMCACHE,
+    )
 
 
 def reads():
