@@ -52,7 +52,9 @@ logger = logging.getLogger("ormcache")
 HITS, MISSES, STORES, INVALIDATIONS = "hits", "misses", "stores", "invalidations"
 #: The size of the stored entries, in bytes (as encoded for the cache).
 STORED_BYTES = "stored_bytes"
-KINDS = (HITS, MISSES, STORES, INVALIDATIONS, STORED_BYTES)
+#: Results not stored: too large (MAX_ENTRY_BYTES/ROWS, memcached's 1 MB) or unencodable.
+NOT_STORED = "not_stored"
+KINDS = (HITS, MISSES, STORES, INVALIDATIONS, STORED_BYTES, NOT_STORED)
 #: The label invalidations of everything are counted under.
 EVERYTHING = "*"
 #: Options of ``ORMCACHE["STATS"]`` and their defaults.
@@ -81,6 +83,7 @@ class ModelStats:
     stores: int = 0
     invalidations: int = 0
     stored_bytes: int = 0
+    not_stored: int = 0
 
     @property
     def reads(self) -> int:
@@ -104,6 +107,7 @@ class ModelStats:
             "misses": self.misses,
             "stores": self.stores,
             "invalidations": self.invalidations,
+            "not_stored": self.not_stored,
             "hit_ratio": self.hit_ratio,
         }
 
@@ -244,20 +248,26 @@ def _on_miss(sender: Any, **kwargs: Any) -> None:
     _count(sender, MISSES)
 
 
-def _on_stored(sender: Any, size: int = 0, **kwargs: Any) -> None:
+def _count_per_model(sender: Any, amounts: dict[str, int]) -> None:
+    """Add to the model's totals and window only (the hit-ratio history has no use for them)."""
     now = time.time()
     with _lock:
-        key = (sender, STORES)
-        _counts[key] = _counts.get(key, 0) + 1
-        _add_in_window(sender, STORES, now)
-        if size:
-            key = (sender, STORED_BYTES)
-            _counts[key] = _counts.get(key, 0) + size
-            _add_in_window(sender, STORED_BYTES, now, size)
+        for kind, amount in amounts.items():
+            key = (sender, kind)
+            _counts[key] = _counts.get(key, 0) + amount
+            _add_in_window(sender, kind, now, amount)
         _state["pending"] += 1
         due = _state["pending"] >= _state["flush_every"] or now >= _state["deadline"]
     if due:
         flush()
+
+
+def _on_stored(sender: Any, size: int = 0, **kwargs: Any) -> None:
+    _count_per_model(sender, {STORES: 1, STORED_BYTES: size} if size else {STORES: 1})
+
+
+def _on_not_stored(sender: Any, **kwargs: Any) -> None:
+    _count_per_model(sender, {NOT_STORED: 1})
 
 
 def _on_invalidated(
@@ -287,6 +297,7 @@ _RECEIVERS = (
     (signals.cache_hit, _on_hit),
     (signals.cache_miss, _on_miss),
     (signals.cache_stored, _on_stored),
+    (signals.not_stored, _on_not_stored),
     (signals.invalidated, _on_invalidated),
 )
 
@@ -494,6 +505,7 @@ def totals(per_model: dict[str, ModelStats]) -> ModelStats:
         misses=sum(s.misses for s in per_model.values()),
         stores=sum(s.stores for s in per_model.values()),
         invalidations=sum(s.invalidations for s in per_model.values()),
+        not_stored=sum(s.not_stored for s in per_model.values()),
     )
 
 

@@ -43,12 +43,14 @@ def test_stats_table(counting):
         "misses",
         "stores",
         "invalidations",
+        "not",
+        "stored",
         "hit",
         "ratio",
     ]
     row = next(line for line in lines if line.startswith("blog.post "))
-    assert row.split() == ["blog.post", "2", "1", "1", "1", "66.7%"]
-    assert lines[-2].split() == ["total", "2", "1", "1", "1", "66.7%"]
+    assert row.split() == ["blog.post", "2", "1", "1", "1", "0", "66.7%"]
+    assert lines[-2].split() == ["total", "2", "1", "1", "1", "0", "66.7%"]
     assert not any(line.startswith("blog.tag ") for line in lines)
 
 
@@ -62,6 +64,7 @@ def test_stats_all_and_json(counting):
         "misses": 1,
         "stores": 1,
         "invalidations": 0,
+        "not_stored": 0,
         "hit_ratio": 0.0,
     }
     assert "blog.author" not in rows

@@ -50,6 +50,18 @@ def test_hits_misses_stores_and_invalidations_per_model(stats_on):
     assert (total.hits, total.misses, total.stores, total.invalidations) == (2, 2, 2, 1)
 
 
+def test_results_too_large_to_store_are_counted(stats_on):
+    """MAX_ENTRY_BYTES (or memcached's 1 MB): read from the database each time, and counted."""
+    post = PostFactory(body="x" * 5000)
+    stats.reset()
+    with stats_on.settings(STATS=FLUSH_ALWAYS, MAX_ENTRY_BYTES=4000):
+        Post.objects.get(pk=post.pk)
+        Post.objects.get(pk=post.pk)
+    found = stats.read()["blog.post"]
+    assert (found.hits, found.misses, found.stores, found.not_stored) == (0, 2, 0, 2)
+    assert stats.totals({"blog.post": found}).not_stored == 2
+
+
 def test_invalidate_all_counts_under_star(stats_on):
     stats.reset()
     ormcache.invalidate_all()

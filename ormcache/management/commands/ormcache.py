@@ -35,7 +35,7 @@ class Command(BaseCommand):
 
         shown = commands.add_parser(
             "stats",
-            help="hits, misses, stores, invalidations and hit ratio per model",
+            help="hits, misses, stores, invalidations, results not stored and hit ratio per model",
             description="The shared counters of every process (ORMCACHE['STATS']). Other "
             "processes add theirs every flush_interval seconds.",
         )
@@ -137,7 +137,7 @@ class Command(BaseCommand):
         rows = [_stats_row(s) for s in found.values()]
         self.stdout.write(
             _table(
-                ["model", "hits", "misses", "stores", "invalidations", "hit ratio"],
+                ["model", "hits", "misses", "stores", "invalidations", "not stored", "hit ratio"],
                 rows,
                 footer=_stats_row(total),
             )
@@ -279,6 +279,7 @@ def _stats_row(item: stats.ModelStats) -> list[str]:
         str(item.misses),
         str(item.stores),
         str(item.invalidations),
+        str(item.not_stored),
         ratio,
     ]
 
