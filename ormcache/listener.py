@@ -55,8 +55,11 @@ def _connect(db_alias: str) -> Any:
 class Listener:
     """LISTEN on one database's channel and bump what the notifications name."""
 
-    def __init__(self, db_alias: str, *, channel: str | None = None) -> None:
+    def __init__(
+        self, db_alias: str, *, channel: str | None = None, poll_interval: float = POLL_INTERVAL
+    ) -> None:
         self.db_alias = db_alias
+        self.poll_interval = poll_interval
         self.channel = channel or triggers.options().get("channel") or "ormcache"
         self.stop = threading.Event()
         self.listening = threading.Event()
@@ -88,7 +91,7 @@ class Listener:
             while not self.stop.is_set():
                 tables = {
                     note.payload
-                    for note in connection.notifies(timeout=POLL_INTERVAL, stop_after=1)
+                    for note in connection.notifies(timeout=self.poll_interval, stop_after=1)
                 }
                 if not tables:
                     continue

@@ -206,6 +206,19 @@ class RedisClusterTopology:
 
         wait_for(healthy, "the cluster to be ok", timeout)
 
+    def owner_of(self, slot: int) -> int:
+        """The index of the node that serves ``slot``."""
+        for line in command(self.nodes[0].port, "CLUSTER", "NODES").split("\n"):
+            fields = line.split()
+            if len(fields) < 9 or "master" not in fields[2]:
+                continue
+            port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+            for span in fields[8:]:
+                low, _, high = span.partition("-")
+                if low.isdigit() and int(low) <= slot <= int(high or low):
+                    return next(i for i, node in enumerate(self.nodes) if node.port == port)
+        raise LookupError(f"no node serves slot {slot}")
+
     def restart(self, index: int) -> None:
         """Kill a master and start it again: it keeps its slots (nodes.conf), not its keys."""
         self.nodes[index].kill()

@@ -94,21 +94,19 @@ def version_key(backend):
 def test_failover_during_reads_and_writes(sentinel, on_sentinel):
     """Kill the master while readers and a writer run: no request fails or waits beyond
     the bound, no read is stale, and hits come back on the new master."""
+    sentinel.restore()  # a replica to promote, whatever the tests before did
     post = PostFactory(title="write 0")
     read = lambda: Post.objects.get(pk=post.pk).title  # noqa: E731
     assert_served_from_cache(on_sentinel, read)
-    try:
-        with redis_topologies.Load(post.pk) as load:
-            redis_topologies.wait_for(lambda: load.writes > 3, "writes before the failover")
-            old = sentinel.kill_master()
-            sentinel.wait_for_failover(old)
-            writes = load.writes
-            redis_topologies.wait_for(lambda: load.writes > writes + 5, "writes after it")
-        load.check(bound=BOUND)
-        redis_topologies.wait_for_hits(on_sentinel, read)
-        assert read() == f"write {load.committed}"
-    finally:
-        sentinel.restore()
+    with redis_topologies.Load(post.pk) as load:
+        redis_topologies.wait_for(lambda: load.writes > 3, "writes before the failover")
+        old = sentinel.kill_master()
+        sentinel.wait_for_failover(old)
+        writes = load.writes
+        redis_topologies.wait_for(lambda: load.writes > writes + 5, "writes after it")
+    load.check(bound=BOUND)
+    redis_topologies.wait_for_hits(on_sentinel, read)
+    assert read() == f"write {load.committed}"
 
 
 def test_failover_that_loses_a_bump(sentinel, on_sentinel):
@@ -117,6 +115,7 @@ def test_failover_that_loses_a_bump(sentinel, on_sentinel):
     not be served. Readers run through the failover; the process never lost a bump
     itself (as another web process would not have), so only the new-master check
     stands between them and the stale entry."""
+    sentinel.restore()  # a replica to promote, whatever the tests before did
     post = PostFactory(title="write 1000")
     read = lambda: Post.objects.get(pk=post.pk).title  # noqa: E731
     assert_served_from_cache(on_sentinel, read)
@@ -142,4 +141,4 @@ def test_failover_that_loses_a_bump(sentinel, on_sentinel):
         redis_topologies.wait_for_hits(on_sentinel, read)
         assert read() == "write 1001"
     finally:
-        sentinel.restore()
+        replica.process.send_signal(signal.SIGCONT)

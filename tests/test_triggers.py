@@ -41,7 +41,7 @@ def pg(settings):
     backend = Backend("pg", "redis")
     backend.clear()
     triggers.install("pg")
-    running = listener.Listener("pg")
+    running = listener.Listener("pg", poll_interval=0.05)
     thread = threading.Thread(target=running.run, daemon=True)
     thread.start()
     assert running.listening.wait(10)
