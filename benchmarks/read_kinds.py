@@ -21,6 +21,7 @@ import os
 import statistics
 import sys
 import timeit
+from collections.abc import Iterable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -39,7 +40,7 @@ CACHE_SETTINGS = {
 }
 
 
-def configure(backend: str, extra_caches: list[str]) -> None:
+def configure(backend: str, extra_caches: Iterable[str] = ()) -> None:
     import django
     from django.conf import settings
 
