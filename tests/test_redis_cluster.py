@@ -6,6 +6,7 @@ from django.db import connections
 from redis.cluster import key_slot
 
 from ormcache import keys
+from ormcache.backends import failover
 from ormcache.backends.redis_cluster import VERSION_HASH_TAG
 from testproject.blog.models import Author, Comment, Post
 from tests import redis_topologies
@@ -101,3 +102,25 @@ def test_node_restart_under_load(cluster):
         Post.objects.filter(pk=post.pk).update(title="write 999")
         redis_topologies.wait_for_hits(backend, lambda: Post.objects.get(pk=post.pk).title)
         assert Post.objects.get(pk=post.pk).title == "write 999"
+
+
+def test_a_new_master_of_the_versions_invalidates_everything(cluster):
+    """What a Cluster failover looks like to the check: the versions' master has a
+    replication id other than the one recorded. The next new connection to it (all
+    connections are new after a failover) invalidates everything, once."""
+    with redis_topologies.ormcache_on("cluster", cache_settings(cluster)) as backend:
+        post = PostFactory(title="cached")
+        read = lambda: Post.objects.get(pk=post.pk).title  # noqa: E731
+        assert_served_from_cache(backend, read)
+        marker = VERSION_HASH_TAG + super(type(backend.cache), backend.cache).make_key(
+            failover.REPLID_KEY
+        )
+        port = cluster.nodes[cluster.owner_of(key_slot(marker.encode()))].port
+        replid = failover.master_replid(redis_topologies.command(port, "INFO", "replication"))
+        redis_topologies.command(port, "SET", marker, "a-master-before-the-failover")
+        backend.cache._cache.get_client().disconnect_connection_pools()
+        with backend.queries() as captured:
+            read()
+        assert captured.captured_queries, "expected a miss: everything was invalidated"
+        assert replid in redis_topologies.command(port, "GET", marker)
+        assert_served_from_cache(backend, read)  # once: the check passes from now on

@@ -19,6 +19,10 @@ client for one that routes every key to its slot:
   of several tables is one node's work. Set ``OPTIONS["HASH_TAG_VERSIONS"] = False``
   to spread them instead (docs/scaling.md measures both).
 
+With the version keys in one slot, each new connection to their master checks
+whether that master is new (a replica promoted by a Cluster failover may miss bumps
+the old one acknowledged); if so it invalidates everything once (``failover.py``).
+
 No ``KEYS``, no scripts, no cross-slot transactions. ``clear()`` flushes every master
 (``FLUSHDB`` on each): it is for tests and operators, never called by ormcache.
 
@@ -46,8 +50,10 @@ from urllib.parse import unquote, urlparse
 
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.functional import cached_property
 
-from ..keys import PREFIX
+from ..keys import GLOBAL_VERSION_KEY, PREFIX
+from . import failover
 
 #: The hash tag that puts every version key of a cache in one slot.
 VERSION_HASH_TAG = "{" + PREFIX + ":v}"
@@ -114,11 +120,16 @@ class RedisClusterCacheClient(RedisCacheClient):
         servers: list[str],
         serializer: Any = None,
         parser_class: Any = None,
+        failover_keys: tuple[str, str] | None = None,
         **options: Any,
     ) -> None:
         super().__init__(servers, serializer=serializer, parser_class=parser_class)
         from redis.cluster import RedisCluster
 
+        self._failover_keys = failover_keys
+        if failover_keys is not None:
+            # Each new node connection checks for a new master of the versions first.
+            options["redis_connect_func"] = self._check_master
         nodes, credentials = _startup_nodes(servers)
         if "retry" not in options:
             # Fail open, bounded: redis-py's default retries a dead node 3 times with
@@ -132,6 +143,18 @@ class RedisClusterCacheClient(RedisCacheClient):
 
     def get_client(self, key: Any = None, *, write: bool = False) -> Any:
         return self._cluster
+
+    def _check_master(self, connection: Any) -> None:
+        from ..versions import new_token
+
+        assert self._failover_keys is not None
+        marker, global_key = self._failover_keys
+        failover.check_master(
+            connection,
+            marker=marker,
+            global_key=global_key,
+            token=self._serializer.dumps(new_token()),
+        )
 
     # Every single-key call of RedisCacheClient already routes by slot; translate errors.
     add = _translating(RedisCacheClient.add)
@@ -184,7 +207,18 @@ class RedisClusterCache(RedisCache):
         options = dict(params.get("OPTIONS", {}))
         self.hash_tag_versions = bool(options.pop("HASH_TAG_VERSIONS", True))
         super().__init__(server, {**params, "OPTIONS": options})
-        self._class = RedisClusterCacheClient
+
+    @cached_property
+    def _cache(self) -> RedisClusterCacheClient:
+        failover_keys = None
+        if self.hash_tag_versions:
+            # The marker shares the versions' slot, so it lives on their master.
+            failover_keys = (
+                VERSION_HASH_TAG + super().make_key(failover.REPLID_KEY),
+                self.make_key(GLOBAL_VERSION_KEY),
+            )
+        servers, options = self._servers, self._options  # type: ignore[attr-defined]
+        return RedisClusterCacheClient(servers, failover_keys=failover_keys, **options)
 
     def make_key(self, key: Any, version: Any = None) -> str:
         made = super().make_key(key, version)

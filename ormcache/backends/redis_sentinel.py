@@ -16,10 +16,10 @@ Two things about that set-up matter to a never-stale cache, and this client
    master a fresh replication id when it is promoted (and when it restarts without
    persistence). Each new connection compares the server's ``master_replid`` with the
    one recorded in the cache (``ormcache:replid``); when they differ, it gives the
-   global version a new token, which kills every entry, then records the new id.
-   This runs before the connection serves anything, in every process, so no reader
-   can reach the new master without the check. It costs two commands per new
-   connection and nothing per request.
+   global version a new token, which kills every entry, then records the new id
+   (``failover.py``). This runs before the connection serves anything, in every
+   process, so no reader can reach the new master without the check. It costs two
+   commands per new connection and nothing per request.
 
 Settings::
 
@@ -43,26 +43,12 @@ restart or a manual promotion.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django_redis.client import DefaultClient
 
 from .. import keys
-
-logger = logging.getLogger("ormcache")
-
-#: Where the replication id of the master the versions were last checked on is kept.
-REPLID_KEY = f"{keys.PREFIX}:replid"
-
-
-def master_replid(info: Any) -> str | None:
-    """The ``master_replid`` field of an ``INFO replication`` reply."""
-    text = info.decode() if isinstance(info, (bytes, bytearray)) else str(info)
-    for line in text.splitlines():
-        if line.startswith("master_replid:"):
-            return line.split(":", 1)[1].strip()
-    return None
+from . import failover
 
 
 class SentinelClient(DefaultClient):
@@ -88,32 +74,12 @@ class SentinelClient(DefaultClient):
         return client
 
     def _check_master(self, connection: Any) -> None:
-        connection.on_connect()
-        connection.send_command("INFO", "replication")
-        replid = master_replid(connection.read_response())
-        if replid is None:
-            return
-        marker = str(self.make_key(REPLID_KEY))
-        connection.send_command("GET", marker)
-        seen = connection.read_response()
-        if isinstance(seen, bytes):
-            seen = seen.decode()
-        if seen == replid:
-            return
         from ..versions import new_token
 
-        # invariant 4: the new master may hold tokens older than bumps the old one
-        # acknowledged; a new global token makes every entry made before it dead.
-        connection.send_command(
-            "SET", str(self.make_key(keys.GLOBAL_VERSION_KEY)), self.encode(new_token())
+        connection.on_connect()
+        failover.check_master(
+            connection,
+            marker=str(self.make_key(failover.REPLID_KEY)),
+            global_key=str(self.make_key(keys.GLOBAL_VERSION_KEY)),
+            token=self.encode(new_token()),
         )
-        connection.read_response()
-        connection.send_command("SET", marker, replid)
-        connection.read_response()
-        if seen is not None:
-            logger.warning(
-                "ormcache: the Redis master changed (replication id %s, was %s): "
-                "invalidated everything",
-                replid,
-                seen,
-            )
