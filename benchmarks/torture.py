@@ -4,6 +4,8 @@
     scripts/torture --redis-maxmemory 2mb        # with Redis evicting result and version keys
     scripts/torture --evict-versions 0.01        # and a process deleting version keys
     scripts/torture --no-invalidation            # the checker must find stale reads
+    scripts/torture --granularity row --partitions  # row and partition versions (rows.py)
+    scripts/torture --granularity table          # one version per table
     python benchmarks/torture.py --help          # against ORMCACHE_TEST_PG_* / _REDIS_URL
 
 The database (``--database``, default ``ormcache_torture``) is dropped and created
@@ -101,13 +103,20 @@ class CountingRedisCache(RedisCache):
         return added
 
 
-def configure(database: str) -> None:
+def configure(database: str, granularity: str | None = None, partitions: bool = False) -> None:
+    """Django settings for the run; ``granularity`` and ``partitions`` set the policy of
+    every blog model ("table" or "row" versions; comments partitioned by post)."""
     import django
     from django.conf import settings
 
     for name in ("ORMCACHE_TEST_PG_HOST", "ORMCACHE_TEST_REDIS_URL"):
         if not os.environ.get(name):
             sys.exit(f"{name} is not set: run scripts/torture, which starts the servers.")
+    models: dict[str, dict[str, Any]] = {"blog.*": {}}
+    if granularity:
+        models["blog.*"]["granularity"] = granularity
+    if partitions:
+        models["blog.comment"] = {"partition_by": "post"}
     settings.configure(
         DEBUG=False,
         USE_TZ=True,
@@ -135,7 +144,7 @@ def configure(database: str) -> None:
             "testproject.blog",
         ],
         DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
-        ORMCACHE={"CACHE": "default", "TIMEOUT": 600},
+        ORMCACHE={"CACHE": "default", "TIMEOUT": 600, "MODELS": models},
         SILENCED_SYSTEM_CHECKS=["ormcache.W001"],
     )
     django.setup()
@@ -749,13 +758,21 @@ def main() -> int:
         action="store_true",
         help="remove ormcache's write watcher in every process: the checker must fail",
     )
+    parser.add_argument(
+        "--granularity",
+        choices=["table", "row"],
+        help="versions of the blog models (default: ormcache's default granularity)",
+    )
+    parser.add_argument(
+        "--partitions", action="store_true", help='comments get "partition_by": "post"'
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--database", default="ormcache_torture", help="dropped and recreated")
     parser.add_argument("--keep-logs", metavar="DIR", help="keep the per-process logs here")
     args = parser.parse_args()
     if args.writers < 1 or args.readers < 1 or args.reads < 1 or args.posts < GROUP_SIZE:
         parser.error(f"need a writer, a reader, a read and at least {GROUP_SIZE} posts")
-    configure(args.database)
+    configure(args.database, args.granularity, args.partitions)
     return run(args)
 
 

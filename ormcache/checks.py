@@ -80,6 +80,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         for label, policy in models.items():
             problems += _check_label(label) + _check_policy(label, policy)
         problems += _check_longevity()
+        problems += _check_partitions()
     return problems
 
 
@@ -320,6 +321,17 @@ def _check_policy(label: Any, policy: Any) -> list[Any]:
                 "cached reads live out their timeout (data may lag by that much).",
             )
         )
+    if "granularity" in policy and policy["granularity"] not in conf.GRANULARITY_CHOICES:
+        problems.append(
+            _error(
+                80,
+                f"'granularity' of {label!r} must be one of "
+                f"{', '.join(map(repr, conf.GRANULARITY_CHOICES))}, "
+                f"got {policy['granularity']!r}.",
+                "'row' (the default): reads pinned to primary keys depend on those rows; "
+                "'table': every read depends on its whole tables.",
+            )
+        )
     for key in ("enabled", "user_scoped"):
         if key in policy and not isinstance(policy[key], bool):
             problems.append(
@@ -330,6 +342,30 @@ def _check_policy(label: Any, policy: Any) -> list[Any]:
                 )
             )
     return problems
+
+
+def _check_partitions() -> list[Any]:
+    """``partition_by`` must name a non-key field of the model with integer or UUID values."""
+    from . import rows
+
+    bad = []
+    for model in apps.get_models():
+        name = conf.policy_for(model).partition_by
+        if name is None:
+            continue
+        field = rows.partition_field(model, name)
+        if field is None or field.primary_key or rows.value_kind(field) is None:
+            bad.append(f"{model._meta.label_lower} ({name!r})")
+    if not bad:
+        return []
+    return [
+        _error(
+            81,
+            f"'partition_by' names no usable field: {', '.join(bad)}.",
+            'Name a field of the model itself (e.g. a foreign key: "post" or "post_id") '
+            "whose values are integers or UUIDs, other than its primary key.",
+        )
+    ]
 
 
 def _check_longevity() -> list[Any]:

@@ -12,6 +12,7 @@ ormcache reads ``settings.ORMCACHE`` where it is used (never at import time), so
             "blog.auditentry": {"enabled": False},
             "blog.bookmark": {"user_scoped": True},
             "blog.leaderboard": {"longevity": "fixed", "timeout": 60},
+            "blog.comment": {"granularity": "row", "partition_by": "post"},
         },
         "DATABASES": {               # per database alias, for read replicas
             "replica": {"versions_of": "default", "replication_lag": 2},
@@ -80,11 +81,17 @@ POLICY_KEYS = {
     "user_scoped": bool,
     "stale_save": str,
     "longevity": str,
+    "granularity": str,
+    "partition_by": (str, type(None)),
 }
 STALE_SAVE_CHOICES = ("warn", "raise", "allow")
 #: ``"invalidate"``: writes make cached reads misses (never stale); ``"fixed"``: cached
 #: reads live out their timeout whatever is written (see longevity.py).
 LONGEVITY_CHOICES = ("invalidate", "fixed")
+#: ``"table"``: a read depends on the version of every table it reads; ``"row"``: a read
+#: pinned to known primary keys depends on those rows' versions instead (see rows.py).
+GRANULARITY_CHOICES = ("table", "row")
+DEFAULT_GRANULARITY = "row"
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,11 @@ class Policy:
     stale_save: str = "warn"
     #: ``"invalidate"`` (default) or ``"fixed"``: see ``LONGEVITY_CHOICES``.
     longevity: str = "invalidate"
+    #: ``"table"`` or ``"row"`` (default): see ``GRANULARITY_CHOICES``.
+    granularity: str = DEFAULT_GRANULARITY
+    #: A field (name or attname) whose values partition the model's rows: reads pinned to
+    #: some of its values depend on those partitions only (rows.py). None: no partitions.
+    partition_by: str | None = None
     #: True when an ``ORMCACHE["MODELS"]`` entry other than ``"*"`` names the model,
     #: which is what installs caching on models whose manager is not a CachedManager.
     listed: bool = False
@@ -230,6 +242,8 @@ def _resolve(label: str) -> Policy:
         user_scoped=bool(merged.get("user_scoped", False)),
         stale_save=merged.get("stale_save", "warn"),
         longevity=merged.get("longevity", "invalidate"),
+        granularity=merged.get("granularity", DEFAULT_GRANULARITY),
+        partition_by=merged.get("partition_by"),
         listed=listed,
     )
 

@@ -84,6 +84,27 @@ def tables_read(query: Query, *extra_expressions: Any) -> frozenset[str]:
     return frozenset(tables)
 
 
+def tables_in_expressions(query: Query, *extra_expressions: Any) -> set[str]:
+    """The tables ``query`` (and ``extra_expressions``) read through subqueries in
+    expressions, not through its FROM clause.
+
+    rows.py pins a table only when the query reads it through one alias and nowhere else.
+    """
+    tables: set[str] = set()
+    for table in query.alias_map.values():
+        filtered = getattr(table, "filtered_relation", None)
+        if filtered is not None:
+            _visit(filtered.condition, tables)
+    for part in (query.order_by, query.where, query.select):
+        _visit(part, tables)
+    for expression in query.annotations.values():
+        _visit(expression, tables)
+    if isinstance(query.group_by, tuple):
+        _visit(query.group_by, tables)
+    _visit(extra_expressions, tables)
+    return tables
+
+
 def _visit_query(query: Query, tables: set[str]) -> None:
     if query.select_for_update:
         raise Uncacheable("select_for_update takes locks")

@@ -32,8 +32,12 @@ from django.utils.cache import patch_cache_control
 from . import conf, keys, page_rules
 
 #: The surrogate key of a table on a database alias is ``<prefix>-<alias>-<table>``,
-#: from the parts of its version key (already restricted to ``[A-Za-z0-9_.$-]``).
-_VERSION_KEY = re.compile(rf"^{re.escape(keys.PREFIX)}:v:([^:]+):([^:]+)$")
+#: from the parts of its version key (already restricted to ``[A-Za-z0-9_.$-]``); a row-level
+#: key (rows.py) names its table the same way, so a page that read rows of a table is
+#: purged with the table.
+_VERSION_KEY = re.compile(
+    rf"^{re.escape(keys.PREFIX)}:v:([^:]+):([^:]+)(?::(?:rw|pw|i|r:[^:]+|p:[^:]+(?::[^:]+)?))?$"
+)
 #: Directives that make a response shareable; a private page must not keep them.
 _SHARED_DIRECTIVES = ("public", "s-maxage")
 _ONE_YEAR = 365 * 24 * 3600

@@ -28,7 +28,18 @@ from typing import Any
 
 from django.db import connections
 
-from . import conf, keys, purge, signals, statements, tables, transaction, versions
+from . import (
+    conf,
+    keys,
+    purge,
+    row_statements,
+    rows,
+    signals,
+    statements,
+    tables,
+    transaction,
+    versions,
+)
 
 logger = logging.getLogger("ormcache")
 
@@ -40,17 +51,34 @@ def watch_writes(execute: Any, sql: str, params: Any, many: bool, context: Any) 
     written = statements.tables_written(sql) if isinstance(sql, str) else statements.EVERYTHING
     if not written:
         return execute(sql, params, many, context)
+    marks = _marks(sql, params, many, written)
     if not transaction.in_user_transaction(connection):
         # Autocommit: the statement commits before we regain control.
         bump_tables(
-            connection.alias, _with_cascades(written), pending=versions.STATEMENT_PENDING_TIMEOUT
+            connection.alias,
+            rows.tables_of(marks),
+            marks,
+            pending=versions.STATEMENT_PENDING_TIMEOUT,
         )
     try:
         return execute(sql, params, many, context)
     finally:
         # Bump even when the statement failed: a partial write is still a write,
         # and an extra bump only costs a miss.
-        after_write(connection, written)
+        after_write(connection, marks)
+
+
+def _marks(sql: Any, params: Any, many: bool, written: frozenset[str]) -> frozenset[tuple]:
+    """The keys a write statement bumps (rows.py): its rows when the statement names them
+    exactly (row_statements.py), else its tables; plus the tables the database writes
+    itself (DB_CASCADE...), as tables."""
+    if written is statements.EVERYTHING:
+        return rows.table_marks(written)
+    found = set(rows.table_marks(_with_cascades(written) - written))
+    for table in written:
+        exact = row_statements.changes(sql, params, many, table) if len(written) == 1 else None
+        found |= exact if exact is not None else rows.table_marks({table})
+    return frozenset(found)
 
 
 def _with_cascades(written: frozenset[str]) -> frozenset[str]:
@@ -63,26 +91,37 @@ def _with_cascades(written: frozenset[str]) -> frozenset[str]:
     return frozenset(tables_hit)
 
 
-def after_write(connection: Any, written: frozenset[str]) -> None:
-    tables_hit = _with_cascades(written)
+def after_write(connection: Any, marks: frozenset[tuple]) -> None:
+    tables_hit = rows.tables_of(marks)
     if transaction.in_user_transaction(connection):
         # invariants 1 and 3: pending now (no fills until the end), normal again at commit.
-        transaction.record_write(connection, tables_hit, bump_tables)
-        bump_tables(connection.alias, frozenset(tables_hit), pending=True)
+        transaction.record_write(connection, tables_hit, bump_tables, marks)
+        bump_tables(connection.alias, tables_hit, marks, pending=True)
     else:
-        bump_tables(connection.alias, frozenset(tables_hit))
+        bump_tables(connection.alias, tables_hit, marks)
 
 
 def bump_tables(
-    db_alias: str | None, written: frozenset[str], *, pending: bool | float = False
+    db_alias: str | None,
+    written: frozenset[str],
+    marks: frozenset[tuple] | None = None,
+    *,
+    pending: bool | float = False,
 ) -> None:
-    """Bump ``written`` tables of ``db_alias`` (``{"*"}``: everything) and signal it."""
+    """Bump ``written`` tables of ``db_alias`` (``{"*"}``: everything) and signal it.
+
+    ``marks`` (rows.py) name the keys to bump when a write's rows are known; without
+    them every key of each table is bumped.
+    """
     started = time.perf_counter()
     if "*" in written:
         versions.bump_global(pending=pending)
     else:
         assert db_alias is not None  # only bumps of everything come without an alias
-        versions.bump_tables(conf.versions_alias(db_alias), written, pending=pending)
+        if marks is None:
+            marks = rows.table_marks(written)
+        version_keys = rows.mark_keys(conf.versions_alias(db_alias), marks)
+        versions.bump(versions.get_cache(), version_keys, pending=pending)
     if not pending:
         # Committed: downstream caches may drop the pages of these tables now.
         purge.tables_bumped(db_alias, written)

@@ -59,6 +59,41 @@ def version_keys(db_alias: str, tables: Iterable[str]) -> list[str]:
     return [version_key(db_alias, table) for table in sorted(tables)]
 
 
+#: Suffixes of a table's row-level keys (rows.py); ``:`` never appears in a safe name,
+#: so none of them names a table.
+ROWS_SUFFIX = ":rw"
+INSERTS_SUFFIX = ":i"
+PARTITIONS_SUFFIX = ":pw"
+#: Longest key memcached accepts.
+MAX_KEY_LENGTH = 250
+
+
+def catch_all_keys(db_alias: str, table: str) -> list[str]:
+    """The table key and the keys of a write whose rows are unknown (rows.py): every
+    read of the table depends on one of them."""
+    table_key = version_key(db_alias, table)
+    return [table_key, table_key + ROWS_SUFFIX, table_key + PARTITIONS_SUFFIX]
+
+
+def row_key(db_alias: str, table: str, pk: str) -> str:
+    """The version of one row, by its canonical primary key (rows.canonical)."""
+    return _fine(version_key(db_alias, table), "r", _safe(pk))
+
+
+def partition_key(db_alias: str, table: str, column: str, value: str) -> str:
+    """The version of the rows of ``table`` whose ``column`` holds ``value`` (canonical)."""
+    return _fine(version_key(db_alias, table), "p", f"{_safe(column.lower())}:{_safe(value)}")
+
+
+def _fine(table_key: str, kind: str, rest: str) -> str:
+    """A row-level key; its last part is digested when the key would be too long for
+    memcached (the table part stays, so the key still names its table)."""
+    key = f"{table_key}:{kind}:{rest}"
+    if len(key) <= MAX_KEY_LENGTH:
+        return key
+    return f"{table_key}:{kind}:h{hashlib.blake2b(rest.encode(), digest_size=10).hexdigest()}"
+
+
 def fixed_key(db_alias: str, table: str) -> str:
     """The key reads of fixed-lifetime models depend on instead: only explicit
     invalidation bumps it (``:`` never appears in a safe name, so it names no table)."""

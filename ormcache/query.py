@@ -25,7 +25,7 @@ from django.db.models.sql.compiler import SQLCompiler, cursor_iter
 from django.db.models.sql.constants import GET_ITERATOR_CHUNK_SIZE, MULTI, SINGLE
 from django.db.models.sql.query import Query
 
-from . import dependencies, reads, stale
+from . import dependencies, reads, rows, stale
 
 _QS = TypeVar("_QS", bound="CachedQuerySetMixin")
 
@@ -99,6 +99,7 @@ class CachingCompilerMixin:
             find_dependencies=lambda: dependencies.tables_read(self.query),
             run=functools.partial(self._run, sql, params, result_type, chunk_size),
             timeout=self.query.ormcache_timeout,
+            find_pins=lambda: rows.read_pins(self.query),
         )
 
     def _run(self, sql: str, params: Any, result_type: Any, chunk_size: int) -> Any:
@@ -209,6 +210,7 @@ class CachedQuery(Query):
             find_dependencies=lambda: dependencies.tables_read(probe, *resolved),
             run=run,
             timeout=self.ormcache_timeout,
+            find_pins=lambda: rows.read_pins(probe, resolved),
         )
 
 

@@ -34,6 +34,7 @@ from . import (
     conf,
     keys,
     longevity,
+    rows,
     signals,
     stale,
     stampede,
@@ -72,6 +73,8 @@ class _Plan:
     sql_digest: bytes
     #: Every model involved is fixed-lifetime: the read depends on fixed keys (longevity.py).
     fixed: bool = False
+    #: Some table it reads has row-level versions: its pins decide its keys (rows.py).
+    pinnable: bool = False
 
 
 _plans: OrderedDict[tuple, _Plan | str] = OrderedDict()
@@ -97,6 +100,7 @@ def plan(db_alias: str, model: Any, sql: str, find: Callable[[], frozenset[str]]
                 labels,
                 keys.sql_digest(db_alias, sql),
                 fixed,
+                not fixed and any(rows.table_rows(table).pinnable for table in deps),
             )
         except Uncacheable as exc:
             found = str(exc)
@@ -212,8 +216,13 @@ def fetch(
     find_dependencies: Callable[[], frozenset[str]],
     run: Callable[[], Any],
     timeout: Any = None,
+    find_pins: Callable[[], tuple[rows.Pin, ...]] | None = None,
 ) -> Any:
-    """Return what ``run()`` returns, from the cache when a current entry exists."""
+    """Return what ``run()`` returns, from the cache when a current entry exists.
+
+    ``find_pins`` gives the rows (or partitions) the query is pinned to (rows.py); its
+    read then depends on their versions instead of their tables'.
+    """
     recording_now = bool(_recorders.get())
     if _filling_aggregate.get() or (is_disabled() and not recording_now):
         return run()
@@ -241,6 +250,15 @@ def fetch(
 
     started = time.perf_counter()
     version_keys = read_plan.version_keys
+    pins: tuple[rows.Pin, ...] = ()
+    # How many trailing keys (an insert key) an entry whose rows prove the pinned rows
+    # exist leaves out of its snapshot (rows.proves_rows).
+    droppable = 0
+    if read_plan.pinnable and find_pins is not None:
+        pins = _pins(find_pins)
+        if pins:
+            alias = conf.versions_alias(db_alias)
+            version_keys, droppable = rows.read_keys(alias, deps, pins)
     cache = versions.get_cache()
     try:
         found = versions.read_many(cache, [key, *version_keys])
@@ -249,7 +267,7 @@ def fetch(
     current = [found.get(version_key) for version_key in version_keys]
     entry = storage.load(found.get(key), key) if key in found else None
     stored, read_at = _stored_snapshot(entry, read_plan.fixed)
-    if None not in current and stored == tuple(current):
+    if None not in current and _current(stored, tuple(current), droppable):
         assert entry is not None  # a snapshot was found in it
         tokens = dict(zip(version_keys, current, strict=True))
         stale.last_hit.set((db_alias, tokens))  # the stale-save guard marks the instances
@@ -271,7 +289,7 @@ def fetch(
                 entry[1],
                 run=lambda: _run(run),
                 still_current=lambda: (
-                    _poll(cache, key, version_keys, read_plan.fixed)[2] == tuple(current)
+                    _poll(cache, key, version_keys, read_plan.fixed, droppable)[2] == tuple(current)
                 ),
                 model=model,
                 db_alias=db_alias,
@@ -312,6 +330,9 @@ def fetch(
         if versions.storable(snapshot) and not _replica_may_lag(db_alias, snapshot):
             # A pending token means a transaction wrote a table and has not committed:
             # what we read may be about to change, so it is not kept.
+            if droppable and rows.proves_rows(pins, result, shape):
+                # Every pinned row exists: no insert can change this result (rows.py).
+                snapshot = snapshot[:-droppable]
             _store(
                 cache,
                 key,
@@ -326,10 +347,10 @@ def fetch(
         return result
 
     def poll() -> stampede.PollResult:
-        hit, rows, now = _poll(cache, key, version_keys, read_plan.fixed)
+        hit, found_rows, now = _poll(cache, key, version_keys, read_plan.fixed, droppable)
         if hit and now is not None:
             stale.last_hit.set((db_alias, dict(zip(version_keys, now, strict=True))))
-        return hit, rows, now
+        return hit, found_rows, now
 
     # Stampede protection: of the readers missing this entry at once, one runs the query.
     return stampede.compute(cache, key, snapshot, fill=fill, poll=poll, protect=not lagging)
@@ -351,13 +372,36 @@ def _stored_snapshot(entry: Any, fixed: bool) -> tuple[tuple | None, float | Non
     return snapshot[:-1], snapshot[-1]
 
 
+def _current(stored: tuple | None, current: tuple, droppable: int) -> bool:
+    """The entry's snapshot is current: equal to the current tokens, or to all of them
+    but the ``droppable`` trailing insert keys its rows made irrelevant."""
+    if stored is None:
+        return False
+    if stored == current:
+        return True
+    return (
+        bool(droppable)
+        and len(stored) + droppable == len(current)
+        and (stored == current[:-droppable])
+    )
+
+
+def _pins(find_pins: Callable[[], tuple[rows.Pin, ...]]) -> tuple[rows.Pin, ...]:
+    try:
+        return find_pins()
+    except Uncacheable:
+        return ()
+
+
 def _expires(read_plan: _Plan, read_at: float | None) -> float | None:
     if not read_plan.fixed or read_at is None or read_plan.timeout is None:
         return None
     return read_at + read_plan.timeout
 
 
-def _poll(cache: Any, key: str, version_keys: list[str], fixed: bool) -> stampede.PollResult:
+def _poll(
+    cache: Any, key: str, version_keys: list[str], fixed: bool, droppable: int = 0
+) -> stampede.PollResult:
     """(a current entry was found, its rows, the current versions or None if unknown)."""
     try:
         found = versions.read_many(cache, [key, *version_keys])
@@ -367,7 +411,7 @@ def _poll(cache: Any, key: str, version_keys: list[str], fixed: bool) -> stamped
     if None in current:
         return False, None, None
     entry = storage.load(found.get(key), key) if key in found else None
-    if entry is not None and _stored_snapshot(entry, fixed)[0] == current:
+    if entry is not None and _current(_stored_snapshot(entry, fixed)[0], current, droppable):
         return True, entry[1], current
     return False, None, current
 

@@ -81,8 +81,10 @@ def _own_tokens(model: Any, db_alias: str, tokens: dict[str, Any]) -> dict[str, 
     model_tables = tables.tables_of_model(model)
     if any(key in tokens for key in version_keys_for(db_alias, model_tables, fixed=True)[1:]):
         return {}
-    own = set(version_keys_for(db_alias, model_tables))
-    return {key: token for key, token in tokens.items() if key in own}
+    own = version_keys_for(db_alias, model_tables)
+    # A pinned read depends on its rows' keys instead (rows.py): "<table key>:...".
+    finer = tuple(f"{key}:" for key in own[1:])
+    return {key: token for key, token in tokens.items() if key in own or key.startswith(finer)}
 
 
 def _mark(

@@ -30,15 +30,18 @@ from typing import Any
 
 from django.db import transaction
 
-Bump = Callable[[str, frozenset[str]], None]
+#: ``bump(alias, tables, marks)``: the tables written and the marks of the keys to bump
+#: (rows.py: a row-level write names its rows, a table-level one its tables).
+Bump = Callable[[str, frozenset[str], frozenset[tuple]], None]
 
 
 @dataclass
 class _State:
     bump: Bump
     tables: set[str] = field(default_factory=set)
-    # Tables whose commit-time bump is registered, per savepoint stack.
-    registered: dict[tuple, set[str]] = field(default_factory=dict)
+    marks: set[tuple] = field(default_factory=set)
+    # Marks whose commit-time bump is registered, per savepoint stack.
+    registered: dict[tuple, set[tuple]] = field(default_factory=dict)
     # The on_commit callbacks registered for this transaction.
     callbacks: list[Any] = field(default_factory=list)
 
@@ -78,7 +81,7 @@ def settle(connection: Any) -> None:
     state = _states.get(connection)
     if state is not None and _ended(connection, state):
         del _states[connection]
-        state.bump(connection.alias, frozenset(state.tables))
+        state.bump(connection.alias, frozenset(state.tables), frozenset(state.marks))
 
 
 def dirty_tables(connection: Any) -> set[str]:
@@ -88,19 +91,23 @@ def dirty_tables(connection: Any) -> set[str]:
     return state.tables if state is not None else set()
 
 
-def record_write(connection: Any, tables: Iterable[str], bump: Bump) -> None:
-    """Remember the tables and make sure ``bump`` runs again when the transaction ends."""
+def record_write(
+    connection: Any, tables: Iterable[str], bump: Bump, marks: Iterable[tuple]
+) -> None:
+    """Remember the tables and marks, and make sure ``bump`` runs again when the
+    transaction ends."""
     settle(connection)
-    tables = set(tables)
+    marks = set(marks)
     state = _states.get(connection)
     if state is None:
         state = _states[connection] = _State(bump)
-    state.tables |= tables
+    state.tables.update(tables)
+    state.marks |= marks
     if not connection.in_atomic_block:
         return  # set_autocommit(False): settled lazily, see the module docstring
     stack = tuple(connection.savepoint_ids)
     done = state.registered.setdefault(stack, set())
-    new = frozenset(tables - done)
+    new = frozenset(marks - done)
     if new:
         done.update(new)
 
@@ -111,8 +118,8 @@ def record_write(connection: Any, tables: Iterable[str], bump: Bump) -> None:
         transaction.on_commit(callback, using=connection.alias)
 
 
-def _committed(connection: Any, state: _State, tables: frozenset[str]) -> None:
+def _committed(connection: Any, state: _State, marks: frozenset[tuple]) -> None:
     """on_commit: bump again, and end the state (the next transaction starts afresh)."""
     if _states.get(connection) is state:
         del _states[connection]
-    state.bump(connection.alias, tables)
+    state.bump(connection.alias, frozenset(mark[1] for mark in marks), marks)

@@ -182,7 +182,9 @@ def bump(cache: BaseCache, version_keys: Iterable[str], *, pending: bool | float
 
 
 def bump_tables(db_alias: str, tables: Iterable[str], *, pending: bool | float = False) -> bool:
-    return bump(get_cache(), keys.version_keys(db_alias, tables), pending=pending)
+    """Bump every key of ``tables``: their table keys and their row-level catch-all keys."""
+    found = [key for table in sorted(tables) for key in keys.catch_all_keys(db_alias, table)]
+    return bump(get_cache(), found, pending=pending)
 
 
 def bump_global(*, pending: bool | float = False) -> bool:
