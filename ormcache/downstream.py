@@ -34,9 +34,11 @@ from . import conf, keys, page_rules
 #: The surrogate key of a table on a database alias is ``<prefix>-<alias>-<table>``,
 #: from the parts of its version key (already restricted to ``[A-Za-z0-9_.$-]``); a row-level
 #: key (rows.py) names its table the same way, so a page that read rows of a table is
-#: purged with the table.
+#: purged with the table. A fixed-lifetime read's key (``...:fixed``, longevity.py) maps to
+#: ``...-<table>-fixed``: writes do not purge it, explicit invalidation does.
 _VERSION_KEY = re.compile(
-    rf"^{re.escape(keys.PREFIX)}:v:([^:]+):([^:]+)(?::(?:rw|pw|i|r:[^:]+|p:[^:]+(?::[^:]+)?))?$"
+    rf"^{re.escape(keys.PREFIX)}:v:([^:]+):([^:]+)"
+    r"(?::(?:rw|pw|i|r:[^:]+|p:[^:]+(?::[^:]+)?)|(:fixed))?$"
 )
 #: Directives that make a response shareable; a private page must not keep them.
 _SHARED_DIRECTIVES = ("public", "s-maxage")
@@ -102,7 +104,8 @@ def surrogate_key(version_key: str) -> str | None:
     found = _VERSION_KEY.match(version_key)
     if found is None or found.group(2) == "*":
         return None
-    return f"{options().key_prefix}-{found.group(1)}-{found.group(2)}"
+    suffix = "-fixed" if found.group(3) else ""
+    return f"{options().key_prefix}-{found.group(1)}-{found.group(2)}{suffix}"
 
 
 def surrogate_keys(version_keys: Iterable[str]) -> list[str]:

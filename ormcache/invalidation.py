@@ -154,5 +154,7 @@ def invalidate_models(models: Iterable[Any]) -> None:
     for model in models:
         written |= tables.tables_of_model(model)
     for db_alias in connections:
-        versions.bump(versions.get_cache(), keys.fixed_keys(conf.versions_alias(db_alias), written))
+        fixed = keys.fixed_keys(conf.versions_alias(db_alias), written)
+        versions.bump(versions.get_cache(), fixed)
+        purge.keys_bumped(fixed)  # downstream pages built from fixed reads only
         bump_tables(db_alias, frozenset(written))

@@ -333,7 +333,14 @@ def tables_bumped(db_alias: str | None, tables: Iterable[str]) -> None:
     if db_alias is None or "*" in tables:
         found.add([found.everything_key])
         return
-    version_keys = keys.version_keys(conf.versions_alias(db_alias), tables)
+    keys_bumped(keys.version_keys(conf.versions_alias(db_alias), tables))
+
+
+def keys_bumped(version_keys: Iterable[str]) -> None:
+    """Purge the pages tagged with these version keys (committed bumps only)."""
+    found = queue()
+    if found is None or not (found.purgers or signals.purge_requested.receivers):
+        return
     found.add(key for key in map(downstream.surrogate_key, version_keys) if key)
 
 

@@ -340,3 +340,31 @@ def test_downstream_without_the_page_cache_is_a_warning():
     middleware = [m for m in PAGE_MIDDLEWARE if "ormcache" not in m]
     found = check_ids({"enabled": True, "purgers": [GOOD_PURGER]}, middleware=middleware)
     assert found == ["ormcache.W061"]
+
+
+# --- fixed-lifetime models (longevity "fixed") ------------------------------------------------
+
+
+def test_fixed_lifetime_pages_are_purged_by_explicit_invalidation_not_by_writes(
+    downstream, backend, proxy
+):
+    import ormcache
+    from ormcache import downstream as downstream_headers
+    from ormcache import keys
+    from testproject.blog.models import Tag
+
+    fixed = keys.fixed_key(backend.db_alias, "blog_tag")
+    assert downstream_headers.surrogate_key(fixed) == table_key(backend, "blog_tag") + "-fixed"
+    models = {**settings.ORMCACHE["MODELS"], "blog.tag": {"longevity": "fixed", "timeout": 60}}
+    with (
+        backend.settings(MODELS=models),
+        downstream(purgers=[purger_for(proxy)], repurge_after=None),
+    ):
+        Tag.objects.create(name="written")
+        assert purge.flush()
+        assert proxy.purged_keys() == [{table_key(backend, "blog_tag")}]
+        proxy.received.clear()
+        ormcache.invalidate(Tag)
+        assert purge.flush()
+    purged = set().union(*proxy.purged_keys())
+    assert {table_key(backend, "blog_tag"), table_key(backend, "blog_tag") + "-fixed"} <= purged
