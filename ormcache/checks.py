@@ -349,8 +349,8 @@ def _check_partitions() -> list[Any]:
     from . import rows
 
     bad = []
-    for model in apps.get_models():
-        name = conf.policy_for(model).partition_by
+    for model in apps.get_models(include_auto_created=True):
+        name = rows.own_partition_by(model)
         if name is None:
             continue
         field = rows.partition_field(model, name)

@@ -142,14 +142,16 @@ def _table_rows(table: str) -> TableRows:
     pk_column, pk_kind = pks.pop() if len(pks) == 1 else (None, None)
     if pk_kind is None:
         pk_column = None
-    owners = [m._meta.auto_created or m for m in models]
-    policies = [conf.policy_for(owner) for owner in owners]
+    # An auto-created m2m table follows the granularity of the model declaring the field;
+    # its partitions are its own ("blog.post_tags": {"partition_by": "post"}).
+    policies = [conf.policy_for(m._meta.auto_created or m) for m in models]
     partitions = set()
-    for model, policy in zip(models, policies, strict=True):
-        field = partition_field(model, policy.partition_by)
+    for model in models:
+        name = own_partition_by(model)
+        field = partition_field(model, name)
         if field is not None and value_kind(field) is not None and not field.primary_key:
             partitions.add((field.column, value_kind(field)))
-        elif policy.partition_by and model._meta.auto_created is None:
+        elif name:
             partitions.add((None, None))  # a bad policy: checks report it
     partition_column, partition_kind = partitions.pop() if len(partitions) == 1 else (None, None)
     return TableRows(
@@ -159,6 +161,16 @@ def _table_rows(table: str) -> TableRows:
         partition_column=partition_column,
         partition_kind=partition_kind,
     )
+
+
+def own_partition_by(model: Any) -> str | None:
+    """The model's ``partition_by``; for an auto-created m2m table only its own label's
+    entry counts (the declaring model's field names are not its fields)."""
+    if model._meta.auto_created:
+        entry = conf.model_entries().get(model._meta.label_lower) or {}
+        found = entry.get("partition_by")
+        return found if isinstance(found, str) else None
+    return conf.policy_for(model).partition_by
 
 
 # --- marks: what a write changed, named independently of the database alias -------------

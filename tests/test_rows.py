@@ -378,3 +378,31 @@ def test_bad_row_policies_are_check_errors(backend, policy, code):
         assert code in [problem.id for problem in check_settings()]
     with backend.settings(MODELS={"blog.comment": {"partition_by": "post_id"}}):
         assert not [p for p in check_settings() if p.id in ("ormcache.E080", "ormcache.E081")]
+
+
+def test_m2m_tables_have_their_own_partitions(backend, posts):
+    from tests.factories import TagFactory
+
+    first, second, _ = posts
+    tag, other = TagFactory(), TagFactory()
+    first.tags.add(tag)
+    models = {
+        "blog.*": {"enabled": True},
+        "blog.post_tags": {"partition_by": "post"},
+    }
+    with backend.settings(MODELS=models):
+        from ormcache.checks import check_settings
+
+        assert not [p for p in check_settings() if p.id in ("ormcache.E007", "ormcache.E081")]
+
+        def names(post):
+            return sorted(t.name for t in Post.objects.get(pk=post.pk).tags.all())
+
+        assert_served_from_cache(backend, lambda: names(first))
+        second.tags.add(other)
+        second.tags.remove(other)
+        assert sql_count(backend, lambda: names(first)) == ([tag.name], 0)
+        first.tags.add(other)
+        assert names(first) == sorted([tag.name, other.name])
+        first.tags.clear()
+        assert names(first) == []
