@@ -364,7 +364,9 @@ def parse_benchmarks(data: dict[str, Any]) -> list[dict[str, Any]]:
     return parsed
 
 
-def plan(libraries: list[str], backends: list[str], repeat: int) -> list[Run]:
+def plan(
+    libraries: list[str], backends: list[str], repeat: int, chunks: list[str] | None = None
+) -> list[Run]:
     """Per backend and library: the four chunks, each as plain Django then the library
     or the other way round (alternating), so neither side always goes first."""
     runs = []
@@ -374,6 +376,8 @@ def plan(libraries: list[str], backends: list[str], repeat: int) -> list[Run]:
                 continue
             for n in range(repeat):
                 for i, chunk in enumerate(CHUNKS):
+                    if chunks and chunk not in chunks:
+                        continue
                     order = ("plain", library) if (i + n) % 2 == 0 else (library, "plain")
                     runs.extend(Run(backend, library, side, chunk, n) for side in order)
     return runs
@@ -544,6 +548,56 @@ def format_markdown(summary, backends: list[str], libraries: list[str], statisti
     return "\n".join(parts)
 
 
+def mixed_rows(summary, backends: list[str], libraries: list[str]) -> list[list[str]]:
+    """Per backend and library, the mixed workload: throughput, the share of its reads
+    served without SQL, and its stale answers on re-check (issue 10)."""
+    found = []
+    for backend in backends:
+        for library in ["plain", *libraries]:
+            envs = libraries if library == "plain" else [library]
+            for env in envs[:1]:
+                entry = summary.get((backend, env, library, "mixed", "mixed"))
+                if entry is None:
+                    continue
+                served = entry.get("reads_without_sql")
+                stale, checked = entry.get("stale"), entry.get("rechecked")
+                found.append(
+                    [
+                        BACKEND_TITLES[backend],
+                        library,
+                        f"{throughput(summary, backend, env, library) or 0:.0f}",
+                        "" if served is None else f"{served:.0%}",
+                        "" if stale is None else f"{stale} of {checked}",
+                    ]
+                )
+    return found
+
+
+MIXED_HEADER = ["backend", "library", "ops/s", "reads without SQL", "stale on re-check"]
+
+
+def format_mixed(summary, backends: list[str], libraries: list[str], markdown: bool) -> str:
+    rows = mixed_rows(summary, backends, libraries)
+    if not rows:
+        return ""
+    if markdown:
+        lines = ["### Mixed workload: reads served without SQL, stale answers\n"]
+        lines.append("| " + " | ".join(MIXED_HEADER) + " |")
+        lines.append("|---|---|---:|---:|---:|")
+        lines.extend("| " + " | ".join(row) + " |" for row in rows)
+        return "\n".join(lines) + "\n"
+    widths = [max(len(r[i]) for r in [MIXED_HEADER, *rows]) for i in range(len(MIXED_HEADER))]
+    lines = ["\nMixed workload: reads served without SQL, stale answers on re-check"]
+    for row in [MIXED_HEADER, *rows]:
+        lines.append(
+            "  ".join(
+                c.ljust(w) if i < 2 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+    return "\n".join(lines)
+
+
 # --- targets of issue 7 ---------------------------------------------------------------
 
 HIT_TARGETS = {
@@ -706,6 +760,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated")
     parser.add_argument(
+        "--chunks",
+        default=",".join(CHUNKS),
+        help="comma-separated: reads (hits, misses), writes (writes and the mixed workload)",
+    )
+    parser.add_argument(
         "--repeat", type=int, default=1, help="run each (plain, library) pair N times, "
         "interleaved, and report the median of the medians",
     )  # fmt: skip
@@ -732,7 +791,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.libraries = [x for x in args.libraries.split(",") if x]
     args.backends = [x for x in args.backends.split(",") if x]
-    for value, allowed in ((args.libraries, LIBRARIES), (args.backends, BACKENDS)):
+    args.chunks = [x for x in args.chunks.split(",") if x]
+    for value, allowed in (
+        (args.libraries, LIBRARIES),
+        (args.backends, BACKENDS),
+        (args.chunks, tuple(CHUNKS)),
+    ):
         unknown = set(value) - set(allowed)
         if unknown:
             parser.error(f"unknown {', '.join(sorted(unknown))}; choose from {', '.join(allowed)}")
@@ -768,6 +832,7 @@ def main(argv: list[str] | None = None) -> int:
             not args.quick
             and set(args.libraries) == set(LIBRARIES)
             and set(args.backends) == set(BACKENDS)
+            and set(args.chunks) == set(CHUNKS)
         )
         chart = RESULTS / f"{stamp}.png"
         if args.chart:
@@ -798,7 +863,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     digest = source_digest()  # before the runs: what they measure
     versions = {name: versions_in(python) for name, python in pythons.items()}
     machine = machine_info()
-    runs = plan(args.libraries, args.backends, args.repeat)
+    runs = plan(args.libraries, args.backends, args.repeat, args.chunks)
     if not runs:
         raise BenchError("nothing to run: " + ", ".join(UNSUPPORTED.values()))
 
@@ -870,12 +935,15 @@ def report(document: dict[str, Any], statistic: str, markdown: Path | None) -> N
     )
     print("\n" + header)
     print(format_text(summary, backends, libraries, statistic))
+    print(format_mixed(summary, backends, libraries, markdown=False))
     print(format_targets(checks))
     if markdown is not None:
         markdown.write_text(
             header.replace("\n", "  \n")
             + "\n\n"
             + format_markdown(summary, backends, libraries, statistic)
+            + "\n"
+            + format_mixed(summary, backends, libraries, markdown=True)
             + "\n"
             + format_targets(checks).replace("\n  ", "\n    ")
             + "\n"

@@ -8,7 +8,10 @@
   read after a write (it runs the SQL and, with a cache, stores the result).
 - ``test_write[kind]``: pedantic rounds of one write each; before every round an
   untimed read caches what the write has to invalidate.
-- ``test_mixed``: pedantic rounds of the whole mixed sequence.
+- ``test_mixed``: pedantic rounds of the whole mixed sequence. It also reports the share
+  of its reads that sent no SQL (``reads_without_sql``, over the timed rounds) and, after
+  the rounds, how many of its distinct reads (up to ``BENCH_RECHECKS``) answered
+  differently from plain Django in another process on the same database (``stale``).
 
 Pedantic rounds are as many as fit a time budget (``BENCH_BUDGET`` seconds per
 benchmark, setup included), at least ``BENCH_MIN_ROUNDS`` and at most
@@ -38,6 +41,8 @@ MAX_ROUNDS = setting("BENCH_MAX_ROUNDS", 400)
 WARMUP_ROUNDS = setting("BENCH_WARMUP_ROUNDS", 3)
 MIXED_ROUNDS = setting("BENCH_MIXED_ROUNDS", 5)
 MIXED_OPERATIONS = setting("BENCH_MIXED_OPERATIONS", 500)
+#: Distinct reads of the mixed sequence compared with the database after its rounds.
+RECHECKS = setting("BENCH_RECHECKS", 300)
 
 
 def rounds_within_budget(setup: Callable[[], Any], target: Callable[..., Any]) -> int:
@@ -145,5 +150,46 @@ def test_mixed(benchmark):
     benchmark.extra_info["mix"] = mixed.counts()
     try:
         benchmark.pedantic(mixed.run, rounds=MIXED_ROUNDS, warmup_rounds=1)
+        # The warm-up round filled the cache: the share is that of the timed rounds.
+        timed = mixed.served[1:] or mixed.served
+        reads = sum(r for r, _ in timed)
+        benchmark.extra_info["reads_without_sql"] = sum(w for _, w in timed) / reads
+        checked, stale, examples = recheck(mixed.rechecks(RECHECKS))
+        benchmark.extra_info["rechecked"] = checked
+        benchmark.extra_info["stale"] = stale
+        benchmark.extra_info["stale_examples"] = examples
     finally:
         Comment.objects.filter(pk__in=mixed.created).delete()
+
+
+def recheck(reads: list[tuple[str, Any]]) -> tuple[int, int, list[str]]:
+    """Read each again through the library, and through plain Django in another process
+    (same database, no cache): how many answers differ (stale), with a few examples."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    cached = [workload.answer(kind, argument) for kind, argument in reads]
+    script = (
+        "import json, sys, django; django.setup(); from suite import workload; "
+        "reads = json.load(sys.stdin); "
+        "print(json.dumps([workload.answer(k, a) for k, a in reads]))"
+    )
+    env = {**os.environ, "BENCH_LIBRARY": "plain", "DJANGO_SETTINGS_MODULE": "suite.settings"}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        input=json.dumps(reads),
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    fresh = json.loads(done.stdout)
+    cached = json.loads(json.dumps(cached))  # the same JSON round trip as the fresh side
+    stale = [
+        f"{kind}({argument!r}): cached {mine!r}, database {theirs!r}"
+        for (kind, argument), mine, theirs in zip(reads, cached, fresh, strict=True)
+        if mine != theirs
+    ]
+    return len(reads), len(stale), [line[:300] for line in stale[:5]]

@@ -338,6 +338,8 @@ class MixedWorkload:
     operations: list[tuple[str, Any]]
     m2m_state: set[tuple[int, int]] = field(default_factory=set)
     created: list[int] = field(default_factory=list)
+    #: Per call of run(): (reads, reads that sent no SQL).
+    served: list[tuple[int, int]] = field(default_factory=list)
 
     @classmethod
     def build(cls, size: int, write_share: float = 0.05) -> MixedWorkload:
@@ -387,9 +389,22 @@ class MixedWorkload:
         return counts
 
     def run(self) -> None:
+        """Perform the sequence once; ``served`` records, for this call, how many reads
+        ran and how many sent no SQL (served by the cache alone)."""
+        from django.db import connection
+
+        counter = _StatementCounter()
+        with connection.execute_wrapper(counter):
+            self._run(counter)
+        self.served.append((counter.reads, counter.reads_without_sql))
+
+    def _run(self, counter: _StatementCounter) -> None:
         from .blog.models import Comment, Post
 
         for n, (kind, argument) in enumerate(self.operations):
+            before = counter.statements
+            if kind in READS:
+                counter.reads += 1
             if kind == "get":
                 read_get(argument)
             elif kind == "list":
@@ -420,3 +435,46 @@ class MixedWorkload:
                     self.m2m_state.add(argument)
             else:  # pragma: no cover
                 raise ValueError(kind)
+            if kind in READS and counter.statements == before:
+                counter.reads_without_sql += 1
+
+    def rechecks(self, limit: int = 300) -> list[tuple[str, Any]]:
+        """The first ``limit`` distinct reads of the sequence, to compare with the database."""
+        seen: list[tuple[str, Any]] = []
+        for kind, argument in self.operations:
+            if kind in READS and (kind, argument) not in seen:
+                seen.append((kind, argument))
+        return seen[:limit]
+
+
+class _StatementCounter:
+    """An execute wrapper counting the SQL statements that reach the database."""
+
+    def __init__(self) -> None:
+        self.statements = 0
+        self.reads = 0
+        self.reads_without_sql = 0
+
+    def __call__(self, execute: Any, sql: Any, params: Any, many: Any, context: Any) -> Any:
+        self.statements += 1
+        return execute(sql, params, many, context)
+
+
+def answer(kind: str, argument: Any) -> Any:
+    """What a read of the mixed workload returns, as plain JSON-able data: the same
+    read through a cache and through plain Django must give the same answer."""
+    from .blog.models import Comment
+
+    if kind == "get":
+        post = read_get(argument)
+        return [post.pk, post.title, post.views, post.rating, post.published]
+    if kind == "list":
+        return [[p.pk, p.views, p.author.name] for p in read_list(argument)]
+    if kind == "count":
+        return Comment.objects.filter(post_id=argument).count()
+    if kind == "aggregate":
+        found = read_aggregate()
+        return {k: None if v is None else round(float(v), 6) for k, v in sorted(found.items())}
+    if kind == "prefetch":
+        return [sorted(names) for names in read_prefetch(argument)]
+    return read_exists(argument)
