@@ -4,6 +4,7 @@
     scripts/torture --redis-maxmemory 2mb        # with Redis evicting result and version keys
     scripts/torture --evict-versions 0.01        # and a process deleting version keys
     scripts/torture --no-invalidation            # the checker must find stale reads
+    scripts/torture --l1 [--redis-maxmemory 2mb] # with the in-process tier in every process
     scripts/torture --granularity row --partitions  # row and partition versions (rows.py)
     scripts/torture --granularity table          # one version per table
     python benchmarks/torture.py --help          # against ORMCACHE_TEST_PG_* / _REDIS_URL
@@ -80,6 +81,8 @@ READ_KINDS = {  # kind: weight
     "annotate": 15,
 }
 GROUP_SIZE = 8
+#: The in-process tier's counters (ormcache.l1.Tier.counts) summed over all processes.
+L1_COUNTS = ("served", "fetched", "untrusted", "invalidations", "flushes", "connects", "evicted")
 HOT_POSTS = 4  # the first posts, all in group 0
 HOT_SHARE = 0.6
 
@@ -103,9 +106,12 @@ class CountingRedisCache(RedisCache):
         return added
 
 
-def configure(database: str, granularity: str | None = None, partitions: bool = False) -> None:
+def configure(
+    database: str, granularity: str | None = None, partitions: bool = False, l1: bool = False
+) -> None:
     """Django settings for the run; ``granularity`` and ``partitions`` set the policy of
-    every blog model ("table" or "row" versions; comments partitioned by post)."""
+    every blog model ("table" or "row" versions; comments partitioned by post); ``l1``
+    turns on the in-process tier in every process."""
     import django
     from django.conf import settings
 
@@ -144,7 +150,12 @@ def configure(database: str, granularity: str | None = None, partitions: bool = 
             "testproject.blog",
         ],
         DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
-        ORMCACHE={"CACHE": "default", "TIMEOUT": 600, "MODELS": models},
+        ORMCACHE={
+            "CACHE": "default",
+            "TIMEOUT": 600,
+            "MODELS": models,
+            **({"L1": {"enabled": True}} if l1 else {}),
+        },
         SILENCED_SYSTEM_CHECKS=["ormcache.W001"],
     )
     django.setup()
@@ -256,11 +267,16 @@ class _Counters:
         self.misses += 1
 
     def as_dict(self) -> dict[str, int]:
+        from ormcache import l1
+
+        tier = l1._tiers.get("default")
+        own = tier.counts if tier is not None and tier.pid == os.getpid() else {}
         return {
             "hits": self.hits,
             "misses": self.misses,
             "warnings": self.warnings,
             "installed_versions": CountingRedisCache.installed_versions,
+            **{f"l1_{name}": own.get(name, 0) for name in L1_COUNTS},
         }
 
 
@@ -672,6 +688,7 @@ def run(args: argparse.Namespace) -> int:
     totals: Counter[str] = Counter()
     for log in logs.values():
         totals.update({k: log[k] for k in ("hits", "misses", "warnings", "installed_versions")})
+        totals.update({f"l1_{k}": log.get(f"l1_{k}", 0) for k in L1_COUNTS})
     outcomes = Counter(read[5] for _, read in reads)
     kinds = Counter(read[0] for _, read in reads)
     by_kind = Counter(v.kind for v in violations)
@@ -679,6 +696,7 @@ def run(args: argparse.Namespace) -> int:
     mode = "no invalidation" if args.no_invalidation else "invalidation on"
     mode += f", redis maxmemory {args.redis_maxmemory} allkeys-lru" if args.redis_maxmemory else ""
     mode += f", a version key deleted every {args.evict_versions} s" if args.evict_versions else ""
+    mode += ", L1 on" if args.l1 else ""
     committed = stats["committed"] + stats["autocommit"]
     expected_violations = args.no_invalidation
     if expected_violations:  # the checker must notice; anything may go wrong then
@@ -714,6 +732,14 @@ def run(args: argparse.Namespace) -> int:
         f" missing and installed again; {deleted} deleted by the evictor;"
         f" {used_memory} used at the end"
     )
+    if args.l1:
+        print(
+            f"  l1          {totals['l1_served']} get_many answered from memory alone,"
+            f" {totals['l1_fetched']} needed Redis ({totals['l1_untrusted']} with memory not"
+            f" trusted); {totals['l1_invalidations']} keys invalidated by Redis,"
+            f" {totals['l1_flushes']} flushes, {totals['l1_evicted']} dropped for size;"
+            f" {totals['l1_connects']} tracker connections"
+        )
     bad_reads = len({(v.process, v.started) for v in violations})
     print(
         f"  violations  {len(violations)}"
@@ -766,13 +792,16 @@ def main() -> int:
     parser.add_argument(
         "--partitions", action="store_true", help='comments get "partition_by": "post"'
     )
+    parser.add_argument(
+        "--l1", action="store_true", help='every process with ORMCACHE["L1"] on (in-process tier)'
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--database", default="ormcache_torture", help="dropped and recreated")
     parser.add_argument("--keep-logs", metavar="DIR", help="keep the per-process logs here")
     args = parser.parse_args()
     if args.writers < 1 or args.readers < 1 or args.reads < 1 or args.posts < GROUP_SIZE:
         parser.error(f"need a writer, a reader, a read and at least {GROUP_SIZE} posts")
-    configure(args.database, args.granularity, args.partitions)
+    configure(args.database, args.granularity, args.partitions, args.l1)
     return run(args)
 
 

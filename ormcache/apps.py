@@ -17,7 +17,7 @@ class OrmcacheConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_save, pre_save
 
-        from . import checks, downstream_checks, stats  # noqa: F401  (registers the checks)
+        from . import checks, downstream_checks, l1, stats  # noqa: F401  (registers the checks)
         from .installer import install_listed_models
         from .stale import check_before_save, forget_after_save
 

@@ -63,6 +63,7 @@ SETTINGS_KEYS = frozenset(
         "TRIGGERS",
         "DOWNSTREAM",
         "ADVISOR",
+        "L1",
     }
 )
 DEFAULT_BREAKER = {"threshold": 3, "cooldown": 5.0}

@@ -34,7 +34,7 @@ from typing import Any
 
 from django.core.cache import BaseCache, caches
 
-from . import conf, health, keys
+from . import conf, health, keys, l1
 
 logger = logging.getLogger("ormcache")
 
@@ -68,7 +68,11 @@ def storable(snapshot: Sequence[Any]) -> bool:
 
 
 def get_cache() -> BaseCache:
-    return caches[conf.cache_alias()]
+    """The cache of the version store; with ``ORMCACHE["L1"]`` on, behind the in-process
+    tier (l1.py), which serves ``get_many`` from memory while Redis says it is current."""
+    alias = conf.cache_alias()
+    cache = caches[alias]
+    return l1.wrap(cache, alias) if l1.enabled() else cache
 
 
 class BadValue(CacheUnavailable):
