@@ -280,8 +280,12 @@ class Tier:
         made = cache.make_key(TRACKED[0])
         self.key_base = made[: len(made) - len(TRACKED[0])]
         self.prefixes = [self.key_base + prefix for prefix in TRACKED]
-        #: A KEY_FUNCTION that does not simply prepend: Redis names cannot be mapped back.
-        self.usable = all(cache.make_key(p) == self.key_base + p for p in TRACKED)
+        #: False for a cache that is not one Redis (check E094 reports it), or whose
+        #: KEY_FUNCTION does not simply prepend (Redis names cannot be mapped back): the
+        #: wrapper then passes every call through.
+        self.usable = redis_connection_for(cache) is not None and all(
+            cache.make_key(p) == self.key_base + p for p in TRACKED
+        )
         #: Counters for tests and ``manage.py ormcache`` (served from memory, fetched...).
         self.counts: collections.Counter[str] = collections.Counter()
 
@@ -424,6 +428,8 @@ class L1Cache:
         if version is not None:
             return self._cache.get_many(names, version=version)
         tier = tier_for(self._alias, self._cache)
+        if not tier.usable:
+            return self._cache.get_many(names)
         found: dict[str, Any] = {}
         wanted: list[str] = []
         with tier.lock:

@@ -293,6 +293,19 @@ class TestMemoryBound:
         assert tier() is parent
 
 
+def test_a_cache_without_tracking_is_passed_through(db):
+    """Checks refuse it (E094); if run anyway, L1 stays out of the way: no memory, no errors."""
+    with override_settings(
+        ORMCACHE={"MODELS": {"blog.*": {"enabled": True}}, "L1": {"enabled": True}}
+    ):
+        post = PostFactory(title="v1")
+        for _ in range(3):
+            assert title(post.pk) == "v1"
+        found = l1.tier_for("default", caches["default"])
+        assert not found.usable and not found.entries and found.tracker is None
+    l1.reset()
+
+
 class TestChecks:
     def errors(self, caches_setting, l1_setting):
         with override_settings(CACHES=caches_setting, ORMCACHE={"CACHE": "l1", "L1": l1_setting}):
