@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import functools
 import hashlib
 import re
 import uuid
@@ -49,6 +50,7 @@ def _safe(name: str) -> str:
     return "h" + hashlib.blake2b(name.encode(), digest_size=10).hexdigest()
 
 
+@functools.lru_cache(maxsize=8192)  # on every read: a regex check per name otherwise
 def version_key(db_alias: str, table: str) -> str:
     # Lower-cased: SQLite and unquoted PostgreSQL names ignore case, so a raw
     # ``UPDATE MyTable`` must bump the same version as the ORM's "MyTable".
@@ -83,6 +85,19 @@ def row_key(db_alias: str, table: str, pk: str) -> str:
 def partition_key(db_alias: str, table: str, column: str, value: str) -> str:
     """The version of the rows of ``table`` whose ``column`` holds ``value`` (canonical)."""
     return _fine(version_key(db_alias, table), "p", f"{_safe(column.lower())}:{_safe(value)}")
+
+
+_FINE_KINDS = frozenset({"r", "p", "rw", "pw", "i"})
+
+
+def table_key_of(key: str) -> str | None:
+    """The table key a row-level key belongs to (None for other keys). Every write that
+    bumps a row-level key also bumps its table key, so a dependency on the table key
+    implies one on the row-level key."""
+    parts = key.split(":", 5)
+    if len(parts) < 5 or parts[1] != "v" or parts[4] not in _FINE_KINDS:
+        return None
+    return ":".join(parts[:4])
 
 
 def _fine(table_key: str, kind: str, rest: str) -> str:

@@ -509,7 +509,12 @@ def _learn(events: list[Any], declared: set[str]) -> tuple[Any, ...] | None:
             return None
         if event.tables is None:
             continue  # unknown reads: the declared dependencies are authoritative
-        pairs = {k: token for k, token in event.versions.items() if k not in seen}
+        pairs = {
+            k: token
+            for k, token in event.versions.items()
+            # A row-level key of a declared table adds nothing: its table key moves too.
+            if k not in seen and keys.table_key_of(k) not in declared
+        }
         if not pairs:
             continue
         if not versions.storable(list(pairs.values())):
