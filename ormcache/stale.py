@@ -70,20 +70,43 @@ def remember(results: list[Any], hit: tuple[str, dict[str, Any]]) -> None:
             _mark(instance, db_alias, tokens, per_class)
 
 
+#: (model, db alias) -> its fixed keys, its own keys and their row-key prefixes, or None
+#: when its policy skips the guard: worked out once, not on every hit.
+_own_keys_memo: dict[
+    tuple[Any, str], tuple[tuple[str, ...], frozenset[str], tuple[str, ...]] | None
+] = {}
+conf.forget_hooks.append(_own_keys_memo.clear)
+
+
+def _own_keys(
+    model: Any, db_alias: str
+) -> tuple[tuple[str, ...], frozenset[str], tuple[str, ...]] | None:
+    memo_key = (model, db_alias)
+    if memo_key in _own_keys_memo:
+        return _own_keys_memo[memo_key]
+    found = None
+    if conf.policy_for(model).stale_save != "allow":
+        model_tables = tables.tables_of_model(model)
+        fixed = tuple(version_keys_for(db_alias, model_tables, fixed=True)[1:])
+        own = version_keys_for(db_alias, model_tables)
+        # A pinned read depends on its rows' keys instead (rows.py): "<table key>:...".
+        found = (fixed, frozenset(own), tuple(f"{key}:" for key in own[1:]))
+    _own_keys_memo[memo_key] = found
+    return found
+
+
 def _own_tokens(model: Any, db_alias: str, tokens: dict[str, Any]) -> dict[str, Any] | None:
     """The tokens of the tables holding ``model``'s rows; None when its policy skips the guard.
 
     Empty for a fixed-lifetime read: no token says whether its rows are stale, so the
     save asks the database.
     """
-    if conf.policy_for(model).stale_save == "allow":
+    found = _own_keys(model, db_alias)
+    if found is None:
         return None
-    model_tables = tables.tables_of_model(model)
-    if any(key in tokens for key in version_keys_for(db_alias, model_tables, fixed=True)[1:]):
+    fixed, own, finer = found
+    if any(key in tokens for key in fixed):
         return {}
-    own = version_keys_for(db_alias, model_tables)
-    # A pinned read depends on its rows' keys instead (rows.py): "<table key>:...".
-    finer = tuple(f"{key}:" for key in own[1:])
     return {key: token for key, token in tokens.items() if key in own or key.startswith(finer)}
 
 

@@ -96,11 +96,13 @@ def load(raw: Any, cache_key: str) -> tuple[tuple, Any] | None:
     """Decode an entry: ``(snapshot, rows)``, or None (and a warning) if it is not ours."""
     if raw is None:
         return None
-    problem = _check(raw)
+    key = _signing_key()
+    problem = _check(raw, key)
     if problem is None:
-        start = len(MAGIC) + _FINGERPRINT_SIZE + (_SIGNATURE_SIZE if _signing_key() else 0)
+        start = len(MAGIC) + _FINGERPRINT_SIZE + (_SIGNATURE_SIZE if key else 0)
         try:
-            snapshot, result = pickle.loads(raw[start:])
+            # A view, not a slice: the payload is not copied before unpickling.
+            snapshot, result = pickle.loads(memoryview(raw)[start:])
             if isinstance(snapshot, tuple):
                 return snapshot, result
             problem = "its snapshot is not a tuple"
@@ -110,7 +112,7 @@ def load(raw: Any, cache_key: str) -> tuple[tuple, Any] | None:
     return None
 
 
-def _check(raw: Any) -> str | None:
+def _check(raw: Any, key: bytes | None) -> str | None:
     if not isinstance(raw, (bytes, bytearray)):
         return f"it is a {type(raw).__name__}, not ormcache bytes"
     if not raw.startswith(MAGIC):
@@ -118,11 +120,11 @@ def _check(raw: Any) -> str | None:
     fingerprint = raw[len(MAGIC) : len(MAGIC) + _FINGERPRINT_SIZE]
     if fingerprint != schema_fingerprint():
         return "it was written for another schema (a model changed since)"
-    key = _signing_key()
     if key:
         start = len(MAGIC) + _FINGERPRINT_SIZE
         signature = raw[start : start + _SIGNATURE_SIZE]
-        expected = hmac.new(key, raw[start + _SIGNATURE_SIZE :], hashlib.sha256).digest()
+        payload = memoryview(raw)[start + _SIGNATURE_SIZE :]
+        expected = hmac.new(key, payload, hashlib.sha256).digest()
         if not hmac.compare_digest(signature, expected):
             return "its signature does not match SIGNING_KEY"
     return None
