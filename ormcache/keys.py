@@ -51,7 +51,6 @@ def _safe(name: str) -> str:
 
 
 @functools.lru_cache(maxsize=8192)  # on every read: a regex check per name otherwise
-@functools.lru_cache(maxsize=8192)  # on every read: a regex check per name otherwise
 def version_key(db_alias: str, table: str) -> str:
     # Lower-cased: SQLite and unquoted PostgreSQL names ignore case, so a raw
     # ``UPDATE MyTable`` must bump the same version as the ORM's "MyTable".
