@@ -16,10 +16,15 @@ from django.core.cache import caches
 from django.db import connections
 from django.test.utils import CaptureQueriesContext, override_settings
 
-from ormcache import health, signals, verify, versions
+from ormcache import conf, health, signals, verify, versions
 from tests.routing import current_alias
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# A whole run under another default granularity ("table" or "row", see ormcache/rows.py):
+# the default of every policy that does not set one, also in tests that replace MODELS.
+if os.environ.get("ORMCACHE_TEST_GRANULARITY"):
+    conf.DEFAULT_GRANULARITY = os.environ["ORMCACHE_TEST_GRANULARITY"]
 HAVE_POSTGRES_REDIS = "pg" in settings.DATABASES and "redis" in settings.CACHES
 HAVE_POSTGRES_MEMCACHED = "pg" in settings.DATABASES and "memcached" in settings.CACHES
 

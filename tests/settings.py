@@ -109,10 +109,7 @@ ORMCACHE = {
         "auth.group": {"enabled": True},
     },
 }
-# The granularity of every model's versions for a whole run ("table" or "row"; the
-# default is conf.DEFAULT_GRANULARITY): scripts/test runs the suite under each.
-if os.environ.get("ORMCACHE_TEST_GRANULARITY"):
-    ORMCACHE["MODELS"]["*"] = {"granularity": os.environ["ORMCACHE_TEST_GRANULARITY"]}
+
 # Shadow-verify mode for a whole run: every cache hit also queries the database and
 # must agree with it (tests/test_verify.py runs part of the suite with "raise").
 if os.environ.get("ORMCACHE_TEST_VERIFY"):
