@@ -18,7 +18,10 @@ pytestmark = pytest.mark.usefixtures("row_granularity")
 
 @pytest.fixture
 def row_granularity(backend):
-    models = {"blog.*": {"enabled": True}, "blog.comment": {"partition_by": "post"}}
+    models = {
+        "blog.*": {"enabled": True, "granularity": "row"},
+        "blog.comment": {"partition_by": "post"},
+    }
     with backend.settings(MODELS=models):
         yield
 
@@ -387,7 +390,7 @@ def test_m2m_tables_have_their_own_partitions(backend, posts):
     tag, other = TagFactory(), TagFactory()
     first.tags.add(tag)
     models = {
-        "blog.*": {"enabled": True},
+        "blog.*": {"enabled": True, "granularity": "row"},
         "blog.post_tags": {"partition_by": "post"},
     }
     with backend.settings(MODELS=models):

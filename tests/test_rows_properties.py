@@ -181,7 +181,10 @@ class Run:
 
 @pytest.fixture
 def partitioned(backend):
-    models = {"blog.*": {"enabled": True}, "blog.comment": {"partition_by": "post"}}
+    models = {
+        "blog.*": {"enabled": True, "granularity": "row"},
+        "blog.comment": {"partition_by": "post"},
+    }
     with backend.settings(MODELS=models):
         yield
 
