@@ -225,6 +225,42 @@ class TestCoherence:
         assert l1.L1Cache(real, "l1").get_many([name]) == {name: 2}
 
 
+class TestPagesAndExpiry:
+    def test_a_page_hit_sends_no_command_to_redis(self, tier_on):
+        from django.test import Client
+
+        from tests.test_pages_urls import PAGE_MIDDLEWARE, calls, outcome
+
+        calls.clear()
+        PostFactory(title="First")
+        with override_settings(ROOT_URLCONF="tests.test_pages_urls", MIDDLEWARE=PAGE_MIDDLEWARE):
+            client = Client()
+            assert outcome(client.get("/t/posts/")) == "miss"
+            assert outcome(client.get("/t/posts/")) == "hit"  # from Redis, kept in memory
+            settle()
+            before = redis_calls(tier_on)
+            for _ in range(5):
+                response = client.get("/t/posts/")
+                assert outcome(response) == "hit" and response.content == b"posts: First"
+            assert redis_calls(tier_on) == before
+            Post.objects.update(title="Second")  # the bump reaches memory: a miss
+            assert outcome(client.get("/t/posts/")) == "miss"
+        assert calls["posts"] == 2
+
+    def test_a_key_that_expires_in_redis_leaves_memory(self, tier_on):
+        cache = versions.get_cache()
+        name = f"{keys.PREFIX}:r:expiring"
+        cache.set(name, b"entry", timeout=1)
+        cache.get_many([name])
+        cache.get_many([name])
+        assert name in tier().entries
+        deadline = time.monotonic() + 5
+        while name in tier().entries and time.monotonic() < deadline:
+            time.sleep(0.1)
+            cache.get_many([keys.GLOBAL_VERSION_KEY])  # drain
+        assert name not in tier().entries  # Redis's active expiry sent the invalidation
+
+
 class TestBoundedTrust:
     def test_a_paused_redis_is_not_trusted_after_max_silence(self, tier_on):
         post = cached_post()
