@@ -37,6 +37,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Iterable
@@ -68,6 +69,9 @@ DEFAULTS: dict[str, Any] = {
     "window_length": 168,
 }
 _PREFIX = f"{keys.PREFIX}:s"
+#: The generation of the shared counters: ``reset()`` starts a new one (one ``set``)
+#: instead of deleting tens of thousands of history and window keys.
+_EPOCH_KEY = f"{_PREFIX}:epoch"
 # Counts that could not be flushed are kept for this many flushes, then dropped,
 # so a long cache outage cannot grow the dict without bound.
 _MAX_RETRIES = 5
@@ -215,6 +219,7 @@ _state: dict[str, Any] = {
     "flush_interval": 10.0,
     "history_interval": 60,
     "window_interval": 3600,
+    "epoch": "0",  # the last generation read from the cache (see _load_epoch)
 }
 
 
@@ -344,16 +349,32 @@ def _label(who: Any) -> str:
     return meta.label_lower if meta is not None else EVERYTHING
 
 
+def _load_epoch() -> str:
+    """Read the counters' generation (installing one when missing); on a cache error
+    keep the last one read. Every flush and every read calls it once."""
+    try:
+        cache = versions.get_cache()
+        epoch = cache.get(_EPOCH_KEY)
+        if epoch is None:
+            fresh = secrets.token_hex(4)
+            cache.add(_EPOCH_KEY, fresh, timeout=None)
+            epoch = cache.get(_EPOCH_KEY) or fresh
+        _state["epoch"] = str(epoch)
+    except Exception as exc:
+        logger.warning("ormcache: could not read the stats generation: %s", exc)
+    return _state["epoch"]
+
+
 def total_key(label: str, kind: str) -> str:
-    return f"{_PREFIX}:{label}:{kind}"
+    return f"{_PREFIX}:{_state['epoch']}:{label}:{kind}"
 
 
 def _history_key(interval: int, bucket: int, kind: str) -> str:
-    return f"{_PREFIX}:t:{interval}:{bucket}:{kind}"
+    return f"{_PREFIX}:{_state['epoch']}:t:{interval}:{bucket}:{kind}"
 
 
 def _window_key(interval: int, bucket: int, label: str, kind: str) -> str:
-    return f"{_PREFIX}:w:{interval}:{bucket}:{label}:{kind}"
+    return f"{_PREFIX}:{_state['epoch']}:w:{interval}:{bucket}:{label}:{kind}"
 
 
 def _lengths() -> tuple[int, int]:
@@ -375,6 +396,8 @@ def flush() -> bool:
         _state["deadline"] = time.time() + _state["flush_interval"]
     if not counts:
         return True
+    if health.available(conf.cache_alias()):
+        _load_epoch()
     length, window_length = _lengths()
     deltas: dict[str, int] = {}
     timeouts: dict[str, int | None] = {}
@@ -473,6 +496,7 @@ def read(labels: Iterable[str] | None = None) -> dict[str, ModelStats]:
     missing from what this returns.
     """
     flush()
+    _load_epoch()
     wanted = list(labels) if labels is not None else known_labels()
     return _read_counts(
         {total_key(label, kind): (label, kind) for label in wanted for kind in KINDS}
@@ -516,6 +540,7 @@ def history(samples: int | None = None) -> list[Sample]:
     interval = current["history_interval"] if _is_int(current["history_interval"]) else 60
     length = current["history_length"] if _is_int(current["history_length"]) else 1440
     count = min(samples or length, length)
+    _load_epoch()
     now = int(time.time() // interval)
     buckets = list(range(now - count + 1, now + 1))
     cache_keys = [_history_key(interval, b, kind) for b in buckets for kind in (HITS, MISSES)]
@@ -535,6 +560,7 @@ def window(seconds: float, labels: Iterable[str] | None = None) -> dict[str, Mod
     """Each label's counts over the last ``seconds`` (whole buckets of ``window_interval``),
     flushing this process first; only labels with a count."""
     flush()
+    _load_epoch()
     interval = _state["window_interval"]
     _history_length, window_length = _lengths()
     now = int(time.time() // interval)
@@ -552,34 +578,18 @@ def window(seconds: float, labels: Iterable[str] | None = None) -> dict[str, Mod
 
 
 def reset() -> None:
-    """Forget every count: this process's and the shared ones (totals and history)."""
+    """Forget every count: this process's and the shared ones (totals, history, window).
+
+    The shared counters start a new generation; the old keys are never read again and
+    expire (history and window) or stay as a few dozen orphans (totals).
+    """
     with _lock:
         _counts.clear()
         _retries.clear()
         _state["pending"] = 0
-    current = options()
-    interval = current["history_interval"] if _is_int(current["history_interval"]) else 60
-    length, window_length = _lengths()
-    now = int(time.time() // interval)
-    labels = known_labels()
-    doomed = [total_key(label, kind) for label in labels for kind in KINDS]
-    doomed += [
-        _history_key(interval, b, kind)
-        for b in range(now - length, now + 1)
-        for kind in (HITS, MISSES)
-    ]
-    window_interval = _state["window_interval"]
-    latest = int(time.time() // window_interval)
-    doomed += [
-        _window_key(window_interval, b, label, kind)
-        for b in range(latest - window_length, latest + 1)
-        for label in labels
-        for kind in KINDS
-    ]
-    cache = versions.get_cache()
-    for start in range(0, len(doomed), 500):
-        try:
-            cache.delete_many(doomed[start : start + 500])
-        except Exception as exc:
-            logger.warning("ormcache: could not reset stats: %s", exc)
-            return
+    try:
+        fresh = secrets.token_hex(4)
+        versions.get_cache().set(_EPOCH_KEY, fresh, timeout=None)
+        _state["epoch"] = fresh
+    except Exception as exc:
+        logger.warning("ormcache: could not reset stats: %s", exc)

@@ -207,21 +207,26 @@ def test_history_keys_expire(stats_on, monkeypatch):
     monkeypatch.setattr(stats, "_add", spy)
     with stats_on.settings(STATS={**FLUSH_ALWAYS, "history_interval": 30, "history_length": 4}):
         read_post_list()
-        history_keys = [(k, t) for k, t in written if ":s:t:30:" in k]
+        # Keys are ormcache:s:<generation>:... (reset() starts a new generation).
+        history_keys = [(k, t) for k, t in written if ":t:30:" in k]
         assert history_keys and all(t == 30 * 5 for _k, t in history_keys)
         # Totals live on; the per-model window keys live window_length buckets.
-        window_keys = [(k, t) for k, t in written if ":s:w:3600:" in k]
+        window_keys = [(k, t) for k, t in written if ":w:3600:" in k]
         assert window_keys and all(t == 3600 * 169 for _k, t in window_keys)
-        assert all(t is None for k, t in written if ":s:t:" not in k and ":s:w:" not in k)
+        assert all(t is None for k, t in written if ":t:30:" not in k and ":w:3600:" not in k)
         stats.reset()
 
 
 def test_reset_forgets_shared_and_local_counts(stats_on):
     read_post_list()
     assert stats.read()
+    assert stats.window(3600)
     stats.reset()
     assert stats.read() == {}
+    assert stats.window(3600) == {}
     assert all(s.hits == s.misses == 0 for s in stats.history(samples=3))
+    read_post_list()  # counting goes on in the new generation
+    assert stats.read()["blog.post"].hits == 1  # the result is still cached
 
 
 @pytest.mark.django_db
