@@ -85,13 +85,9 @@ class VarnishProcess:
         raise RuntimeError("varnishd did not answer within 30 s")
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        from tests.e2e.browser import stop
+
+        stop(self.process)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

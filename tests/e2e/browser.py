@@ -111,29 +111,39 @@ def demo_server(
         )  # fmt: skip
         base = f"http://127.0.0.1:{port}"
         try:
-            _wait_for(base, process, log)
+            wait_for(base, process, log)
             yield base
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            stop(process)
 
 
-def _wait_for(base: str, process: subprocess.Popen, log) -> None:
-    deadline = time.monotonic() + 60
+def wait_for(
+    base: str, process: subprocess.Popen, log, *, path: str = "/admin/login/", within: float = 60
+) -> None:
+    """Until ``base + path`` answers 200; fail with the log if the server exits first."""
+    deadline = time.monotonic() + within
     while True:
         if process.poll() is not None:
             log.seek(0)
             pytest.fail(f"the server exited:\n{log.read()[-3000:]}")
         try:
-            with urlopen(f"{base}/admin/login/", timeout=5) as response:
+            with urlopen(f"{base}{path}", timeout=5) as response:
                 if response.status == 200:
                     return
         except (URLError, ConnectionError, TimeoutError):
             pass
         if time.monotonic() > deadline:
-            pytest.fail("the server did not answer within 60 s")
+            pytest.fail(f"the server did not answer within {within:g} s")
         time.sleep(0.2)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Terminate a server process, killing it if it does not exit within 10 s."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)

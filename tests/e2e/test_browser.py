@@ -14,116 +14,60 @@ the test is skipped, except under ``CI=true``, where that is a failure.
 
 from __future__ import annotations
 
-import os
 import re
-import socket
 import subprocess
 import sys
-import time
-from pathlib import Path
-from urllib.error import URLError
-from urllib.request import urlopen
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("ORMCACHE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-IN_CI = os.environ.get("CI", "").lower() == "true"
-TIMEOUT_MS = 20_000
-
-
-def _require(ok: bool, why: str) -> None:
-    if not ok:
-        if IN_CI:
-            pytest.fail(f"{why} (CI=true: the browser test must run)")
-        pytest.skip(why)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.e2e.browser import (
+    MANAGE,
+    ROOT,
+    TIMEOUT_MS,
+    demo_env,
+    free_port,
+    launch_chromium,
+    require,
+    require_browser,
+    stop,
+    wait_for,
+)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """testproject under gunicorn on a free loopback port; yields its base URL."""
-    _require(Path(CHROMIUM).exists(), f"{CHROMIUM} not found (apt-get install chromium)")
-    for module in ("playwright", "gunicorn"):
-        try:
-            __import__(module)
-        except ImportError:
-            _require(False, f"{module} is not installed (pip install -e '.[test]')")
-    tmp = tmp_path_factory.mktemp("e2e")
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "testproject.settings",
-        "ORMCACHE_DEMO_DB": str(tmp / "db.sqlite3"),
-        "ORMCACHE_DEMO_DEBUG": "0",
-        "PYTHONPATH": str(ROOT),
-    }
-    manage = [sys.executable, str(ROOT / "testproject" / "manage.py")]
-    for command in (["migrate", "--noinput", "-v", "0"], ["seed_blog", "--with-admin"]):
-        subprocess.run([*manage, *command], env=env, cwd=ROOT, check=True, timeout=120)
-    port = _free_port()
-    log = open(tmp / "gunicorn.log", "w+")  # noqa: SIM115  (closed below)
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "gunicorn", "testproject.wsgi:application",
-            "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "4",
-            "--timeout", "60", "--graceful-timeout", "5", "--access-logfile", "-",
-        ],
-        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    require_browser()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"gunicorn exited:\n{log.read()[-3000:]}")
-            try:
-                with urlopen(f"{base}/login/", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except (URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("gunicorn did not answer within 30 s")
-            time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
+        __import__("gunicorn")
+    except ImportError:
+        require(False, "gunicorn is not installed (pip install -e '.[test]')")
+    tmp = tmp_path_factory.mktemp("e2e")
+    env = demo_env(tmp, {"ORMCACHE_DEMO_DEBUG": "0"})
+    for command in (["migrate", "--noinput", "-v", "0"], ["seed_blog", "--with-admin"]):
+        subprocess.run([*MANAGE, *command], env=env, cwd=ROOT, check=True, timeout=120)
+    port = free_port()
+    with open(tmp / "gunicorn.log", "w+") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "gunicorn", "testproject.wsgi:application",
+                "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "4",
+                "--timeout", "60", "--graceful-timeout", "5", "--access-logfile", "-",
+            ],
+            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        log.close()
+            wait_for(base, process, log, path="/login/", within=30)
+            yield base
+        finally:
+            stop(process)
 
 
 @pytest.fixture(scope="module")
 def browser(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, timeout=TIMEOUT_MS
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with launch_chromium() as chromium:
+        yield chromium
 
 
 class Visitor:
