@@ -36,15 +36,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     if not isinstance(raw, dict):
         return [_error(1, "ORMCACHE must be a dict.", f"Got {type(raw).__name__}.")]
     problems: list[Any] = []
-    unknown = sorted(set(raw) - conf.SETTINGS_KEYS)
+    unknown = conf.unknown_keys("ORMCACHE", raw, conf.SETTINGS_KEYS)
     if unknown:
-        problems.append(
-            _error(
-                2,
-                f"Unknown ORMCACHE keys: {', '.join(map(repr, unknown))}.",
-                f"Allowed keys: {', '.join(sorted(conf.SETTINGS_KEYS))}.",
-            )
-        )
+        problems.append(_error(2, *unknown))
     problems += _check_cache(raw)
     if "TIMEOUT" in raw and not _valid_timeout(raw["TIMEOUT"]):
         problems.append(
@@ -445,15 +439,9 @@ def _check_page_settings(pages: Any) -> list[Any]:
     if not isinstance(pages, dict):
         return [_error(20, "ORMCACHE['PAGES'] must be a dict.", hint)]
     problems: list[Any] = []
-    unknown = sorted(set(pages) - set(conf.PAGES_DEFAULTS))
+    unknown = conf.unknown_keys("ORMCACHE['PAGES']", pages, conf.PAGES_DEFAULTS)
     if unknown:
-        problems.append(
-            _error(
-                21,
-                f"Unknown ORMCACHE['PAGES'] keys: {', '.join(map(repr, unknown))}.",
-                f"Allowed keys: {', '.join(sorted(conf.PAGES_DEFAULTS))}.",
-            )
-        )
+        problems.append(_error(21, *unknown))
     if "enabled" in pages and not isinstance(pages["enabled"], bool):
         problems.append(
             _error(22, f"PAGES['enabled'] must be True or False, got {pages['enabled']!r}.", hint)

@@ -274,6 +274,18 @@ def page_options() -> dict[str, Any]:
     return options
 
 
+def unknown_keys(section: str, given: Any, allowed: Any) -> tuple[str, str] | None:
+    """(message, hint) naming the keys of ``given`` not in ``allowed``, or None: one
+    wording for every settings dict the system checks validate."""
+    unknown = sorted(set(given) - set(allowed), key=str)
+    if not unknown:
+        return None
+    return (
+        f"Unknown {section} keys: {', '.join(map(repr, unknown))}.",
+        f"Allowed keys: {', '.join(sorted(allowed))}.",
+    )
+
+
 # --- Downstream caches: ORMCACHE["DOWNSTREAM"] (see downstream.py, purge.py) ----------
 
 #: Keys ``ORMCACHE["DOWNSTREAM"]`` accepts, with their defaults (docs/downstream.md).

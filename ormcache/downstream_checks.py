@@ -69,15 +69,9 @@ def check_downstream(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     if not isinstance(given, dict):
         return [_error(60, f"ORMCACHE['DOWNSTREAM'] must be a dict, got {given!r}.")]
     problems: list[Any] = []
-    unknown = sorted(set(given) - set(conf.DOWNSTREAM_DEFAULTS))
+    unknown = conf.unknown_keys("ORMCACHE['DOWNSTREAM']", given, conf.DOWNSTREAM_DEFAULTS)
     if unknown:
-        problems.append(
-            _error(
-                61,
-                f"Unknown ORMCACHE['DOWNSTREAM'] keys: {', '.join(map(repr, unknown))}.",
-                f"Allowed keys: {', '.join(sorted(conf.DOWNSTREAM_DEFAULTS))}.",
-            )
-        )
+        problems.append(_error(61, *unknown))
     for key, (valid, must_be) in _VALUES.items():
         if key in given and not valid(given[key]):
             problems.append(

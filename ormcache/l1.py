@@ -546,15 +546,9 @@ def check(raw: Any) -> list[Error]:
     if not isinstance(raw, dict):
         return [_l1_error(90, "ORMCACHE['L1'] must be a dict.", 'E.g. {"enabled": True}.')]
     problems = []
-    unknown = sorted(set(raw) - set(DEFAULTS))
+    unknown = conf.unknown_keys("ORMCACHE['L1']", raw, DEFAULTS)
     if unknown:
-        problems.append(
-            _l1_error(
-                91,
-                f"Unknown ORMCACHE['L1'] keys: {', '.join(map(repr, unknown))}.",
-                f"Allowed keys: {', '.join(sorted(DEFAULTS))}.",
-            )
-        )
+        problems.append(_l1_error(91, *unknown))
     options = settings_of(raw)
     if not isinstance(options["enabled"], bool):
         problems.append(_l1_error(91, "ORMCACHE['L1']['enabled'] must be a bool.", "True/False."))
