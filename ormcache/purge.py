@@ -324,23 +324,34 @@ def _forget(*, setting: str, **kwargs: Any) -> None:
 setting_changed.connect(_forget, dispatch_uid="ormcache.purge")
 
 
-def tables_bumped(db_alias: str | None, tables: Iterable[str]) -> None:
-    """Called after every committed bump (``{"*"}``: everything)."""
+def _listening() -> PurgeQueue | None:
+    """The queue, when some purger or ``purge_requested`` receiver wants purges."""
     found = queue()
     if found is None or not (found.purgers or signals.purge_requested.receivers):
+        return None
+    return found
+
+
+def tables_bumped(db_alias: str | None, tables: Iterable[str]) -> None:
+    """Called after every committed bump (``{"*"}``: everything)."""
+    found = _listening()
+    if found is None:
         return
     tables = list(tables)
     if db_alias is None or "*" in tables:
         found.add([found.everything_key])
         return
-    keys_bumped(keys.version_keys(conf.versions_alias(db_alias), tables))
+    _add_surrogates(found, keys.version_keys(conf.versions_alias(db_alias), tables))
 
 
 def keys_bumped(version_keys: Iterable[str]) -> None:
     """Purge the pages tagged with these version keys (committed bumps only)."""
-    found = queue()
-    if found is None or not (found.purgers or signals.purge_requested.receivers):
-        return
+    found = _listening()
+    if found is not None:
+        _add_surrogates(found, version_keys)
+
+
+def _add_surrogates(found: PurgeQueue, version_keys: Iterable[str]) -> None:
     found.add(key for key in map(downstream.surrogate_key, version_keys) if key)
 
 
