@@ -75,10 +75,17 @@ _NONDETERMINISTIC_CLASSES = frozenset({"Random", "Now", "UUID4", "UUID7"})
 _QUALIFIED_COLUMN = re.compile(r'^\s*([`"\[]?)([\w$]+)[`"\]]?\.[`"\[]?[\w$]+[`"\]]?\s*$')
 
 
-def tables_read(query: Query, *extra_expressions: Any) -> frozenset[str]:
-    """All tables ``query`` (plus extra expressions compiled with it) reads."""
+def tables_read(
+    query: Query, *extra_expressions: Any, from_aliases: frozenset[str] | None = None
+) -> frozenset[str]:
+    """All tables ``query`` (plus extra expressions compiled with it) reads.
+
+    ``from_aliases``: the aliases the compiled SQL names in its FROM clause, when the
+    compiler recorded them (query.py); other joins in ``query.alias_map`` were trimmed
+    away (the join to ``post`` that ``filter(post_id=...)`` never needed) and are not read.
+    """
     tables: set[str] = set()
-    _visit_query(query, tables)
+    _visit_query(query, tables, from_aliases)
     for expression in extra_expressions:
         _visit(expression, tables)
     return frozenset(tables)
@@ -105,7 +112,26 @@ def tables_in_expressions(query: Query, *extra_expressions: Any) -> set[str]:
     return tables
 
 
-def _visit_query(query: Query, tables: set[str]) -> None:
+def joined_aliases(query: Query, from_aliases: frozenset[str] | None) -> list[tuple[str, Any]]:
+    """``query.alias_map``'s items its SQL reads: those in ``from_aliases`` when known.
+
+    Django keeps the joins it trimmed in the map and leaves them out of the FROM
+    clause; which ones is known only while it compiles (the reference counts are reset
+    afterwards), so without the compiler's record (subqueries, other compilers) every
+    alias counts.
+    """
+    if from_aliases is None:
+        return list(query.alias_map.items())
+    return [
+        (alias, table)
+        for alias, table in query.alias_map.items()
+        if alias in from_aliases or not isinstance(table, Join)
+    ]
+
+
+def _visit_query(
+    query: Query, tables: set[str], from_aliases: frozenset[str] | None = None
+) -> None:
     if query.select_for_update:
         raise Uncacheable("select_for_update takes locks")
     if query.extra_tables:
@@ -113,7 +139,7 @@ def _visit_query(query: Query, tables: set[str]) -> None:
     if query.model is not None:
         # The base table joins alias_map only when the query is compiled.
         tables.add(query.get_meta().db_table)
-    for alias, table in query.alias_map.items():
+    for alias, table in joined_aliases(query, from_aliases):
         if isinstance(table, (BaseTable, Join)) and isinstance(table.table_name, str):
             tables.add(table.table_name)
         else:

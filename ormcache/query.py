@@ -57,13 +57,25 @@ class CachingCompilerMixin:
     col_count: int
     has_extra_select: bool
 
+    #: The aliases the last as_sql() put in the FROM clause (None: no FROM clause
+    #: compiled, as for a union). dependencies.tables_read reads only these tables.
+    from_aliases: frozenset[str] | None = None
+
     def as_sql(self, *args: Any, **kwargs: Any) -> Any:
         probe = _aggregation_probe.get()
         if probe is not None and not probe.outer_compiled:
             # Django is compiling us as the inner query of its own AggregateQuery,
             # which runs without our compiler: stop before it reaches the database.
             raise _SubqueryAggregation
+        self.from_aliases = None
         return super().as_sql(*args, **kwargs)  # type: ignore[misc]
+
+    def get_from_clause(self) -> Any:
+        # Django skips the aliases nobody references (joins it trimmed) and resets the
+        # reference counts once compiled: this is the only moment they are known.
+        refcount = self.query.alias_refcount
+        self.from_aliases = frozenset(alias for alias in self.query.alias_map if refcount[alias])
+        return super().get_from_clause()  # type: ignore[misc]
 
     def execute_sql(
         self,
@@ -90,16 +102,19 @@ class CachingCompilerMixin:
             return parent(result_type, chunked_fetch, chunk_size)
         if not sql:
             return parent(result_type, chunked_fetch, chunk_size)
+        from_aliases = self.from_aliases
         return reads.fetch(
             model=self.query.model,
             db_alias=self.connection.alias,
             sql=sql,
             params=params,
             shape=f"{'multi' if result_type == MULTI else 'single'}:{self.col_count}",
-            find_dependencies=lambda: dependencies.tables_read(self.query),
+            find_dependencies=lambda: dependencies.tables_read(
+                self.query, from_aliases=from_aliases
+            ),
             run=functools.partial(self._run, sql, params, result_type, chunk_size),
             timeout=self.query.ormcache_timeout,
-            find_pins=lambda: rows.read_pins(self.query),
+            find_pins=lambda: rows.read_pins(self.query, from_aliases=from_aliases),
         )
 
     def _run(self, sql: str, params: Any, result_type: Any, chunk_size: int) -> Any:
@@ -192,7 +207,7 @@ class CachedQuery(Query):
         except Exception:
             # Let Django raise its own error for an invalid aggregate.
             return parent(using, aggregate_exprs)
-        sql, params, probe, resolved = signature
+        sql, params, probe, resolved, from_aliases = signature
 
         def run() -> dict[str, Any]:
             token = reads._filling_aggregate.set(True)
@@ -207,10 +222,12 @@ class CachedQuery(Query):
             sql=sql,
             params=params,
             shape="aggregate",
-            find_dependencies=lambda: dependencies.tables_read(probe, *resolved),
+            find_dependencies=lambda: dependencies.tables_read(
+                probe, *resolved, from_aliases=from_aliases
+            ),
             run=run,
             timeout=self.ormcache_timeout,
-            find_pins=lambda: rows.read_pins(probe, resolved),
+            find_pins=lambda: rows.read_pins(probe, resolved, from_aliases),
         )
 
 
@@ -235,7 +252,8 @@ def _aggregation_signature(query: Query, using: str, aggregate_exprs: dict[str, 
         expression_sql, expression_params = compiler.compile(expression)
         parts.append(f"{alias}={expression_sql}")
         all_params.extend(expression_params)
-    return "\n".join(parts), tuple(all_params), probe, list(resolved.values())
+    from_aliases = getattr(compiler, "from_aliases", None)
+    return "\n".join(parts), tuple(all_params), probe, list(resolved.values()), from_aliases
 
 
 class CachedQuerySetMixin:

@@ -230,13 +230,18 @@ class Pin:
     countable: bool = False
 
 
-def read_pins(query: Any, extra_expressions: Iterable[Any] = ()) -> tuple[Pin, ...]:
+def read_pins(
+    query: Any,
+    extra_expressions: Iterable[Any] = (),
+    from_aliases: frozenset[str] | None = None,
+) -> tuple[Pin, ...]:
     """The tables ``query`` (with ``extra_expressions`` compiled with it: aggregates)
-    reads only through rows (or partitions) its WHERE pins."""
+    reads only through rows (or partitions) its WHERE pins (``from_aliases``: as in
+    dependencies.tables_read)."""
     if query.combinator or query.combined_queries or not isinstance(query.where, WhereNode):
         return ()
     counts: dict[Any, int] = {}
-    for table in query.alias_map.values():
+    for _alias, table in dependencies.joined_aliases(query, from_aliases):
         name = getattr(table, "table_name", None)
         counts[name] = counts.get(name, 0) + 1
     elsewhere: set[str] | None = None

@@ -140,8 +140,11 @@ class Dependencies:
         query = queryset.query.clone()
         identity: tuple[Any, ...]
         try:
-            sql, params = query.get_compiler(db_alias).as_sql()
-            found = dependencies.tables_read(query)
+            compiler = query.get_compiler(db_alias)
+            sql, params = compiler.as_sql()
+            found = dependencies.tables_read(
+                query, from_aliases=getattr(compiler, "from_aliases", None)
+            )
             identity = ("queryset", db_alias, sql, keys.freeze_params(params))
         except (EmptyResultSet, FullResultSet):
             found = frozenset(model_tables(queryset.model))

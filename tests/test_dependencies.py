@@ -13,9 +13,11 @@ from tests.helpers import assert_hits_database, assert_served_from_cache
 
 
 def tables(queryset):
-    """Tables read, found as the read path finds them: after compiling the query."""
-    queryset.query.get_compiler("default").as_sql()
-    return set(tables_read(queryset.query))
+    """Tables read, found as the read path finds them: after compiling the query, with
+    the FROM clause the compiler recorded."""
+    compiler = queryset.query.get_compiler("default")
+    compiler.as_sql()
+    return set(tables_read(queryset.query, from_aliases=compiler.from_aliases))
 
 
 class TestTablesRead:
@@ -60,6 +62,17 @@ class TestTablesRead:
         posts = Post.objects.order_by().values("id")
         combined = posts.union(Comment.objects.order_by().values("id")).order_by()
         assert tables(combined) == {"blog_post", "blog_comment"}
+
+    def test_joins_the_sql_left_out_are_not_read(self, db):
+        # filter(post_id=...) and filter(post__id=...) compare the foreign key column:
+        # Django trims the join to blog_post but keeps it in alias_map (refcount 0).
+        assert tables(Comment.objects.filter(post_id=1)) == {"blog_comment"}
+        assert tables(Comment.objects.filter(post__id=1)) == {"blog_comment"}
+        assert tables(Comment.objects.filter(post__title="x")) == {"blog_comment", "blog_post"}
+        assert tables(Comment.objects.filter(post__id=1).order_by("post__title")) == {
+            "blog_comment",
+            "blog_post",
+        }
 
     def test_case_when_over_a_relation(self, db):
         from django.db.models import Case, IntegerField, Value, When
@@ -141,3 +154,19 @@ def test_child_read_is_fresh_after_parent_row_change(backend):
     post.rating = 4
     post.save()
     assert FeaturedPost.objects.get(pk=featured.pk).rating == 4
+
+
+def test_count_of_a_related_manager_survives_writes_to_the_parent_table(backend):
+    """The count reads blog_comment only: saving posts (its own or another) keeps it."""
+    post, other = PostFactory(), PostFactory()
+    CommentFactory(post=post)
+    assert_served_from_cache(backend, lambda: post.comments.count())
+    other.title = "changed"
+    other.save()
+    post.title = "changed too"
+    post.save()
+    with backend.queries() as captured:
+        assert post.comments.count() == 1
+    assert captured.captured_queries == []
+    CommentFactory(post=post)
+    assert post.comments.count() == 2

@@ -42,7 +42,9 @@ SCREENSHOTS = (
     if os.environ.get("ORMCACHE_UPDATE_SCREENSHOTS") == "1"
     else Path(tempfile.mkdtemp(prefix="ormcache-screenshots-"))
 )
-TRAFFIC_SECONDS = 25
+# The screenshots for the docs want a chart with a history; the assertions need a few
+# one-second samples.
+TRAFFIC_SECONDS = 25 if os.environ.get("ORMCACHE_UPDATE_SCREENSHOTS") == "1" else 6
 
 
 @pytest.fixture(scope="module")
@@ -168,5 +170,5 @@ def test_debug_toolbar_panel(staff, server):
     assert {"hit", "miss"} <= outcomes
     text = panel.inner_text()
     assert "blog_post" in text and "blog_comment" in text
-    assert re.search(r"ormcache:v:default:blog_post = [0-9a-f]{16} \(\d\d:\d\d:\d\d\)", text)
+    assert re.search(r"ormcache:v:default:blog_comment = [0-9a-f]{16} \(\d\d:\d\d:\d\d\)", text)
     staff.screenshot(path=str(SCREENSHOTS / "debug-toolbar-panel.png"))
