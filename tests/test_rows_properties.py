@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import ormcache
 from testproject.blog.models import Author, Comment, Post, Tag
+from tests.conftest import BACKEND_PAIRS
 from tests.helpers import plain
 
 WRITES = [
@@ -189,19 +190,48 @@ def partitioned(backend):
         yield
 
 
-@settings(
-    max_examples=40,
+_PROPERTY_SETTINGS = dict(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(steps=st.lists(step, min_size=3, max_size=25))
 # Sequences each key kind exists for, always tried first: inserts into missing rows (…:i),
 # a move between partitions, a rolled-back row write, a delete and a re-insert.
-@example(steps=[("create_pk", 6, 1, "get"), ("create_pk", 7, 6, "count_in")])
-@example(steps=[("comment", 0, 0, "comments"), ("move_comment", 0, 1, "comment_count")])
-@example(steps=[("rollback", 0, 0, "get"), ("update_pk", 0, 0, "get"), ("rollback", 0, 0, "get")])
-@example(steps=[("delete", 1, 0, "exists"), ("create_pk", 1, 0, "pk_in"), ("raw", 2, 0, "get")])
+_EXAMPLES = [
+    [("create_pk", 6, 1, "get"), ("create_pk", 7, 6, "count_in")],
+    [("comment", 0, 0, "comments"), ("move_comment", 0, 1, "comment_count")],
+    [("rollback", 0, 0, "get"), ("update_pk", 0, 0, "get"), ("rollback", 0, 0, "get")],
+    [("delete", 1, 0, "exists"), ("create_pk", 1, 0, "pk_in"), ("raw", 2, 0, "get")],
+]
+
+
+def _property(max_examples):
+    """The property below as a hypothesis test drawing ``max_examples`` sequences."""
+
+    def decorate(test):
+        test = given(steps=st.lists(step, min_size=3, max_size=25))(test)
+        for steps in reversed(_EXAMPLES):
+            test = example(steps=steps)(test)
+        return settings(max_examples=max_examples, **_PROPERTY_SETTINGS)(test)
+
+    return decorate
+
+
+# SQLite and PostgreSQL send different SQL for the same writes (RETURNING, UNNEST, OR
+# IGNORE): each gets the full budget. Memcached stores what Redis stores, from the same
+# PostgreSQL statements: fewer sequences there keep CI short.
+@pytest.mark.parametrize("backend", BACKEND_PAIRS[:2], indirect=True)
+@_property(max_examples=40)
 def test_every_cached_answer_equals_the_database(backend, partitioned, steps):
+    run_steps(backend, steps)
+
+
+@pytest.mark.parametrize("backend", BACKEND_PAIRS[2:], indirect=True)
+@_property(max_examples=12)
+def test_every_cached_answer_equals_the_database_on_memcached(backend, partitioned, steps):
+    run_steps(backend, steps)
+
+
+def run_steps(backend, steps):
     author = Author.objects.create(name="author")
     tags = [Tag.objects.get_or_create(name=f"tag {i}")[0] for i in range(3)]
     for i in range(4):
