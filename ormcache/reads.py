@@ -324,16 +324,17 @@ def fetch(
         )
     lagging = _replica_may_lag(db_alias, snapshot)
 
-    def fill(snapshot: tuple) -> Any:
+    def fill(snapshot: tuple) -> stampede.Filled:
         read_at = time.time()
         result = _run(run)
+        stored = False
         if versions.storable(snapshot) and not _replica_may_lag(db_alias, snapshot):
             # A pending token means a transaction wrote a table and has not committed:
             # what we read may be about to change, so it is not kept.
             if droppable and rows.proves_rows(pins, result, shape):
                 # Every pinned row exists: no insert can change this result (rows.py).
                 snapshot = snapshot[:-droppable]
-            _store(
+            stored = _store(
                 cache,
                 key,
                 # A fixed read's entry remembers when its rows were read (longevity.py).
@@ -344,7 +345,7 @@ def fetch(
                 labels,
                 db_alias,
             )
-        return result
+        return stampede.Filled(result, stored)
 
     def poll() -> stampede.PollResult:
         hit, found_rows, now = _poll(cache, key, version_keys, read_plan.fixed, droppable)
@@ -469,13 +470,14 @@ def _store(
     model: Any,
     labels: tuple[str, ...],
     db_alias: str,
-) -> None:
+) -> bool:
+    """Store the entry; False when it was not, or may not be (see versions.store)."""
     started = time.perf_counter()
     try:
         data = storage.dump(snapshot, result)
-        versions.store(cache, key, data, timeout)
+        held = versions.store(cache, key, data, timeout)
     except versions.CacheUnavailable:
-        return
+        return False
     except Exception as exc:  # too large, or unpicklable rows (e.g. memoryview columns)
         level = logging.INFO if isinstance(exc, storage.TooLarge) else logging.WARNING
         logger.log(level, "ormcache: not storing a result of %s: %s", model._meta.label, exc)
@@ -483,7 +485,7 @@ def _store(
             signals.not_stored.send(
                 model, labels=labels, db_alias=db_alias, key=key, reason=str(exc), elapsed=0.0
             )
-        return
+        return False
     if signals.cache_stored.receivers:
         signals.cache_stored.send(
             model,
@@ -493,6 +495,7 @@ def _store(
             elapsed=time.perf_counter() - started,
             size=len(data),
         )
+    return held
 
 
 def _sees_a_snapshot(connection: Any) -> bool:

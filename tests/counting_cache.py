@@ -32,3 +32,5 @@ class CountingLocMemCache(LocMemCache):
     set = _counted(LocMemCache.set)
     add = _counted(LocMemCache.add)
     set_many = _counted(LocMemCache.set_many)
+    delete = _counted(LocMemCache.delete)
+    delete_many = _counted(LocMemCache.delete_many)
