@@ -114,7 +114,9 @@ class CachingCompilerMixin:
             ),
             run=functools.partial(self._run, sql, params, result_type, chunk_size),
             timeout=self.query.ormcache_timeout,
-            find_pins=lambda: rows.read_pins(self.query, from_aliases=from_aliases),
+            find_pins=lambda: rows.read_pins(
+                self.query, from_aliases=from_aliases, memo_key=(self.connection.alias, sql)
+            ),
         )
 
     def _run(self, sql: str, params: Any, result_type: Any, chunk_size: int) -> Any:
@@ -227,7 +229,9 @@ class CachedQuery(Query):
             ),
             run=run,
             timeout=self.ormcache_timeout,
-            find_pins=lambda: rows.read_pins(probe, resolved, from_aliases),
+            find_pins=lambda: rows.read_pins(
+                probe, resolved, from_aliases, memo_key=(using, "aggregate", sql)
+            ),
         )
 
 

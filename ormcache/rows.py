@@ -28,6 +28,7 @@ primary keys are unique). docs/how-it-works.md has the whole argument.
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -230,28 +231,97 @@ class Pin:
     countable: bool = False
 
 
+@dataclass(frozen=True)
+class _Candidate:
+    """A conjunct of a read's WHERE that pins its table if its value has a canonical
+    text: what the query's shape alone decides, worked out once per SQL text."""
+
+    index: int  # among the conjuncts _conjuncts yields
+    alias: str
+    table: str
+    kind: str
+    column: str
+    value_type: str | None
+    countable: bool
+
+
+_candidates: OrderedDict[Any, tuple[int, tuple[_Candidate, ...]]] = OrderedDict()
+conf.forget_hooks.append(_candidates.clear)
+_CANDIDATES_MEMO = 4096
+
+
 def read_pins(
     query: Any,
     extra_expressions: Iterable[Any] = (),
     from_aliases: frozenset[str] | None = None,
+    memo_key: Any = None,
 ) -> tuple[Pin, ...]:
     """The tables ``query`` (with ``extra_expressions`` compiled with it: aggregates)
     reads only through rows (or partitions) its WHERE pins (``from_aliases``: as in
-    dependencies.tables_read)."""
+    dependencies.tables_read).
+
+    ``memo_key`` (the database alias and SQL text) names the query's shape: which of its
+    lookups may pin is then found once; each read only reads their values.
+    """
     if query.combinator or query.combined_queries or not isinstance(query.where, WhereNode):
         return ()
+    conjuncts = list(_conjuncts(query.where))
+    found = _candidates.get(memo_key) if memo_key is not None else None
+    if found is None or not _same_shape(found, conjuncts):
+        found = (
+            len(conjuncts),
+            _find_candidates(query, extra_expressions, from_aliases, conjuncts),
+        )
+        if memo_key is not None:
+            _candidates[memo_key] = found
+            if len(_candidates) > _CANDIDATES_MEMO:
+                _candidates.popitem(last=False)
+    pins: dict[str, Pin] = {}
+    for candidate in found[1]:
+        table = candidate.table
+        if table in pins and pins[table].kind == "r":
+            continue
+        values = _values(conjuncts[candidate.index], candidate.value_type)
+        if values is None:
+            continue
+        pins[table] = Pin(table, candidate.kind, candidate.column, values, candidate.countable)
+    return tuple(pins[table] for table in sorted(pins))
+
+
+def _same_shape(found: tuple[int, tuple[_Candidate, ...]], conjuncts: list[Any]) -> bool:
+    """The memoised candidates still name these lookups (a safety net: the same SQL text
+    comes from the same shape)."""
+    if found[0] != len(conjuncts):
+        return False
+    for candidate in found[1]:
+        lhs = conjuncts[candidate.index].lhs
+        if type(lhs) is not Col or lhs.alias != candidate.alias:
+            return False
+        if getattr(lhs.target, "column", None) != candidate.column:
+            return False
+    return True
+
+
+def _find_candidates(
+    query: Any,
+    extra_expressions: Iterable[Any],
+    from_aliases: frozenset[str] | None,
+    conjuncts: list[Any],
+) -> tuple[_Candidate, ...]:
+    """The conjuncts on a row-level table's primary key or partition column, of a table
+    the query reads through one alias and nowhere else (not in a subquery)."""
     counts: dict[Any, int] = {}
     for _alias, table in dependencies.joined_aliases(query, from_aliases):
         name = getattr(table, "table_name", None)
         counts[name] = counts.get(name, 0) + 1
     elsewhere: set[str] | None = None
-    pins: dict[str, Pin] = {}
-    for lookup in _conjuncts(query.where):
+    found: list[_Candidate] = []
+    for index, lookup in enumerate(conjuncts):
         lhs = lookup.lhs
         if type(lhs) is not Col or lhs.alias not in query.alias_map:
             continue
         table = query.alias_map[lhs.alias].table_name
-        if counts.get(table) != 1 or (table in pins and pins[table].kind == "r"):
+        if counts.get(table) != 1:
             continue
         facts = table_rows(table)
         column = getattr(lhs.target, "column", None)
@@ -263,16 +333,13 @@ def read_pins(
             kind, value_type = "p", facts.partition_kind
         else:
             continue
-        values = _values(lookup, value_type)
-        if values is None:
-            continue
         if elsewhere is None:
             elsewhere = dependencies.tables_in_expressions(query, *extra_expressions)
         if table in elsewhere:
             continue
         countable = kind == "r" and _one_row_each(query, lhs.alias)
-        pins[table] = Pin(table, kind, column, values, countable)
-    return tuple(pins[table] for table in sorted(pins))
+        found.append(_Candidate(index, lhs.alias, table, kind, column, value_type, countable))
+    return tuple(found)
 
 
 def _conjuncts(node: WhereNode) -> Iterable[Any]:
