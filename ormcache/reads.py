@@ -324,17 +324,16 @@ def fetch(
         )
     lagging = _replica_may_lag(db_alias, snapshot)
 
-    def fill(snapshot: tuple) -> stampede.Filled:
+    def fill(snapshot: tuple) -> Any:
         read_at = time.time()
         result = _run(run)
-        stored = False
         if versions.storable(snapshot) and not _replica_may_lag(db_alias, snapshot):
             # A pending token means a transaction wrote a table and has not committed:
             # what we read may be about to change, so it is not kept.
             if droppable and rows.proves_rows(pins, result, shape):
                 # Every pinned row exists: no insert can change this result (rows.py).
                 snapshot = snapshot[:-droppable]
-            stored = _store(
+            _store(
                 cache,
                 key,
                 # A fixed read's entry remembers when its rows were read (longevity.py).
@@ -345,7 +344,7 @@ def fetch(
                 labels,
                 db_alias,
             )
-        return stampede.Filled(result, stored)
+        return result
 
     def poll() -> stampede.PollResult:
         hit, found_rows, now = _poll(cache, key, version_keys, read_plan.fixed, droppable)
@@ -470,14 +469,13 @@ def _store(
     model: Any,
     labels: tuple[str, ...],
     db_alias: str,
-) -> bool:
-    """Store the entry; False when it was not, or may not be (see versions.store)."""
+) -> None:
     started = time.perf_counter()
     try:
         data = storage.dump(snapshot, result)
-        held = versions.store(cache, key, data, timeout)
+        versions.store(cache, key, data, timeout)
     except versions.CacheUnavailable:
-        return False
+        return
     except Exception as exc:  # too large, or unpicklable rows (e.g. memoryview columns)
         level = logging.INFO if isinstance(exc, storage.TooLarge) else logging.WARNING
         logger.log(level, "ormcache: not storing a result of %s: %s", model._meta.label, exc)
@@ -485,7 +483,7 @@ def _store(
             signals.not_stored.send(
                 model, labels=labels, db_alias=db_alias, key=key, reason=str(exc), elapsed=0.0
             )
-        return False
+        return
     if signals.cache_stored.receivers:
         signals.cache_stored.send(
             model,
@@ -495,7 +493,6 @@ def _store(
             elapsed=time.perf_counter() - started,
             size=len(data),
         )
-    return held
 
 
 def _sees_a_snapshot(connection: Any) -> bool:

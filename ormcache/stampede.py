@@ -9,10 +9,7 @@ How it works, for one miss:
 1. The reader tries ``cache.add(lock_key)``. The lock key names the entry *and
    the version snapshot* the reader took, so a lock only ever stands for a fill
    of the current versions.
-2. The winner computes and stores as usual. It drops the lock only when nothing was
-   stored (a failure, a result too large): once the entry is stored the waiters find
-   it, and the lock, which names this snapshot alone, expires by itself (one round
-   trip less per miss).
+2. The winner computes and stores as usual, then drops the lock.
 3. The others poll: one ``get_many`` of the entry and its version keys, the same
    round trip as a hit. They take the entry only if it is current at the versions
    read in that same poll, so they never get a value older than the versions allow.
@@ -38,7 +35,6 @@ import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -49,19 +45,6 @@ logger = logging.getLogger("ormcache")
 
 #: (hit, value, current snapshot) of one poll; the snapshot is None when unknown.
 PollResult = tuple[bool, Any, "tuple[Any, ...] | None"]
-
-
-@dataclass(frozen=True)
-class Filled:
-    """What a fill may return to say whether it stored the entry (then its lock stays)."""
-
-    value: Any
-    stored: bool
-
-
-def _value(result: Any) -> Any:
-    return result.value if isinstance(result, Filled) else result
-
 
 _FIRST_DELAY = 0.005
 _MAX_DELAY = 0.05
@@ -116,51 +99,45 @@ def compute(
 ) -> Any:
     """``fill(snapshot)`` (compute and store), unless another reader is already filling it.
 
-    ``fill`` returns the value, or a ``Filled`` saying whether it stored it.
-
     ``poll()`` reads the entry and the current versions (see ``PollResult``).
     """
     wait = _wait_for(snapshot, protect)
     if not wait:
-        return _value(fill(snapshot))
+        return fill(snapshot)
     deadline = time.monotonic() + wait
     try:
         lock = _try_lock(cache, key, snapshot, wait)
     except versions.CacheUnavailable:
-        return _value(fill(snapshot))
+        return fill(snapshot)
     delays = _delays()
     while lock is None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             logger.debug("ormcache: stopped waiting for the fill of %s", key)
-            return _value(fill(snapshot))
+            return fill(snapshot)
         time.sleep(min(next(delays), remaining))
         hit, value, current = poll()
         if hit:
             return value
         if current is None:
-            return _value(fill(snapshot))
+            return fill(snapshot)
         snapshot = current
         if not versions.storable(snapshot):
-            return _value(fill(snapshot))
+            return fill(snapshot)
         try:
             # The versions moved (a new snapshot's lock), or the filler gave up (its lock).
             lock = _try_lock(cache, key, snapshot, wait)
         except versions.CacheUnavailable:
-            return _value(fill(snapshot))
+            return fill(snapshot)
         if lock is not None:
             hit, value, current = poll()  # it may have been stored just before we won
             if hit:
                 _release(cache, lock)
                 return value
-    stored = False
     try:
-        result = fill(snapshot)
-        stored = isinstance(result, Filled) and result.stored
-        return _value(result)
+        return fill(snapshot)
     finally:
-        if not stored:
-            _release(cache, lock)
+        _release(cache, lock)
 
 
 async def acompute(

@@ -33,7 +33,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from django.core.cache import BaseCache, caches
-from django.core.cache.backends.memcached import BaseMemcachedCache
 
 from . import conf, health, keys, l1
 
@@ -143,11 +142,8 @@ def _resync() -> None:
         logger.warning("ormcache: invalidated everything after version bumps were lost")
 
 
-def store(cache: BaseCache, key: str, value: Any, timeout: Any) -> bool:
-    """Store an entry. True when the cache now holds it, as far as can be told: memcached
-    drops an item it refuses (over its item size) without an error, so it says False."""
+def store(cache: BaseCache, key: str, value: Any, timeout: Any) -> None:
     _call(cache.set, key, value, timeout=timeout)
-    return not isinstance(cache, BaseMemcachedCache)
 
 
 def ensure(cache: BaseCache, missing: Iterable[str]) -> dict[str, Any]:

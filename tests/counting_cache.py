@@ -32,5 +32,3 @@ class CountingLocMemCache(LocMemCache):
     set = _counted(LocMemCache.set)
     add = _counted(LocMemCache.add)
     set_many = _counted(LocMemCache.set_many)
-    delete = _counted(LocMemCache.delete)
-    delete_many = _counted(LocMemCache.delete_many)

@@ -355,55 +355,6 @@ def test_nothing_is_locked_when_nothing_would_be_stored(backend):
     assert len(taken) == 1
 
 
-def test_the_lock_stays_after_a_store_and_is_dropped_when_nothing_was_stored(backend):
-    """A stored entry is what waiters look for: its lock (of this snapshot only) may
-    expire by itself, a round trip saved. Without an entry, waiters need the lock gone."""
-    calls = []
-
-    class Spy:
-        def add(self, *args, **kwargs):
-            calls.append("add")
-            return True
-
-        def delete(self, *args):
-            calls.append("delete")
-
-    def poll():
-        raise AssertionError("no one waits")
-
-    stored = stampede.compute(
-        Spy(), "k", (1,), fill=lambda s: stampede.Filled("v", True), poll=poll
-    )
-    assert (stored, calls) == ("v", ["add"])
-    calls.clear()
-    refused = stampede.compute(
-        Spy(), "k", (1,), fill=lambda s: stampede.Filled("v", False), poll=poll
-    )
-    assert (refused, calls) == ("v", ["add", "delete"])
-
-
-def test_a_query_miss_is_three_cache_calls_and_a_refused_result_drops_its_lock(backend, posts):
-    from django.test.utils import override_settings
-
-    from tests.counting_cache import CountingLocMemCache
-    from tests.settings import CACHES
-
-    if backend.cache_alias != "default":
-        pytest.skip("counted on the locmem cache")
-    counting = {"counting": {"BACKEND": "tests.counting_cache.CountingLocMemCache"}}
-    with override_settings(CACHES={**CACHES, **counting}), backend.settings(CACHE="counting"):
-        popular_read()  # installs the version keys
-        Post.objects.filter(pk=posts[0].pk).update(title="changed")
-        CountingLocMemCache.calls.clear()
-        popular_read()
-        assert CountingLocMemCache.calls == ["get_many", "add", "set"]
-        Post.objects.filter(pk=posts[0].pk).update(title="changed again")
-        CountingLocMemCache.calls.clear()
-        with backend.settings(CACHE="counting", MAX_ENTRY_ROWS=1):
-            popular_read()  # three rows: not stored
-        assert CountingLocMemCache.calls == ["get_many", "add", "delete"]
-
-
 def test_a_failing_cache_means_computing(backend):
     class Broken:
         def add(self, *args, **kwargs):
