@@ -123,7 +123,7 @@ def _check_fault_tolerance(raw: dict[str, Any]) -> list[Any]:
 
 
 def _check_helpers(raw: dict[str, Any]) -> list[Any]:
-    """VERIFY (shadow-verify mode) and STAMPEDE_WAIT (stampede protection)."""
+    """VERIFY (shadow-verify mode), STAMPEDE_WAIT and STAMPEDE_MIN_COST (stampede protection)."""
     problems: list[Any] = []
     mode = raw.get("VERIFY", "off")
     if mode not in conf.VERIFY_CHOICES:
@@ -153,6 +153,16 @@ def _check_helpers(raw: dict[str, Any]) -> list[Any]:
                 31,
                 f"ORMCACHE['STAMPEDE_WAIT'] must be a number of seconds >= 0, got {wait!r}.",
                 "For example 5; 0 turns stampede protection off.",
+            )
+        )
+    cost = raw.get("STAMPEDE_MIN_COST", conf.DEFAULT_STAMPEDE_MIN_COST)
+    if isinstance(cost, bool) or not isinstance(cost, (int, float)) or cost < 0:
+        problems.append(
+            _error(
+                32,
+                f"ORMCACHE['STAMPEDE_MIN_COST'] must be a number of seconds >= 0, got {cost!r}.",
+                "For example 0.005: queries that took less at their last fill skip the fill "
+                "lock; 0 locks every miss.",
             )
         )
     return problems

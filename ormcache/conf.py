@@ -19,6 +19,7 @@ ormcache reads ``settings.ORMCACHE`` where it is used (never at import time), so
         },
         "VERIFY": "off",             # shadow-verify hits: "off", "log" or "raise"
         "STAMPEDE_WAIT": 5.0,        # seconds to wait for another reader's fill; 0: never
+        "STAMPEDE_MIN_COST": 0.005,  # queries faster than this (last fill) take no lock
         "PAGES": {"timeout": 600},   # the page cache (docs/pages.md)
     }
 
@@ -58,6 +59,7 @@ SETTINGS_KEYS = frozenset(
         "MAX_ENTRY_ROWS",
         "VERIFY",
         "STAMPEDE_WAIT",
+        "STAMPEDE_MIN_COST",
         "PAGES",
         "STATS",
         "TRIGGERS",
@@ -73,6 +75,9 @@ DEFAULT_MAX_ENTRY_ROWS = 10_000
 VERIFY_CHOICES = ("off", "log", "raise")
 #: ``ORMCACHE["STAMPEDE_WAIT"]``: seconds a reader waits for another to fill a miss.
 DEFAULT_STAMPEDE_WAIT = 5.0
+#: ``ORMCACHE["STAMPEDE_MIN_COST"]``: a query whose last fill took less (seconds) fills
+#: without the lock (its two round trips cost every miss more than a stampede would).
+DEFAULT_STAMPEDE_MIN_COST = 0.005
 #: Keys of one ``ORMCACHE["DATABASES"]`` entry.
 DATABASE_KEYS = frozenset({"versions_of", "replication_lag"})
 #: Keys one model policy accepts, with the type each must have.
@@ -179,6 +184,14 @@ def stampede_wait() -> float:
     if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0:
         return 0.0
     return float(wait)
+
+
+def stampede_min_cost() -> float:
+    """Seconds below which a query's miss is not worth the fill lock (0: always lock)."""
+    cost = get_settings().get("STAMPEDE_MIN_COST", DEFAULT_STAMPEDE_MIN_COST)
+    if isinstance(cost, bool) or not isinstance(cost, (int, float)) or cost < 0:
+        return 0.0
+    return float(cost)
 
 
 def database_options(db_alias: str) -> dict[str, Any]:

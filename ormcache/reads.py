@@ -326,7 +326,9 @@ def fetch(
 
     def fill(snapshot: tuple) -> Any:
         read_at = time.time()
+        began = time.perf_counter()
         result = _run(run)
+        stampede.record_cost(read_plan.sql_digest, time.perf_counter() - began)
         if versions.storable(snapshot) and not _replica_may_lag(db_alias, snapshot):
             # A pending token means a transaction wrote a table and has not committed:
             # what we read may be about to change, so it is not kept.
@@ -353,7 +355,8 @@ def fetch(
         return hit, found_rows, now
 
     # Stampede protection: of the readers missing this entry at once, one runs the query.
-    return stampede.compute(cache, key, snapshot, fill=fill, poll=poll, protect=not lagging)
+    protect = not lagging and stampede.worth_locking(read_plan.sql_digest)
+    return stampede.compute(cache, key, snapshot, fill=fill, poll=poll, protect=protect)
 
 
 def _stored_snapshot(entry: Any, fixed: bool) -> tuple[tuple | None, float | None]:

@@ -23,7 +23,11 @@ How it works, for one miss:
 Nothing is protected when nothing would be stored: under a pending token (a
 transaction is writing), on a replica within its lag, in shadow-verify mode
 (every hit queries the database anyway), or when the cache fails (the reader
-computes; fail open).
+computes; fail open). Nor is a query that is cheap: the lock costs every miss two
+round trips (``add``, ``delete``), more than N readers running a query of a few
+milliseconds together cost the database. A query whose last fill in this process took
+less than ``ORMCACHE["STAMPEDE_MIN_COST"]`` seconds (default 0.005; 0: lock every
+miss) fills without the lock; one never filled here yet is protected.
 """
 
 from __future__ import annotations
@@ -48,6 +52,27 @@ PollResult = tuple[bool, Any, "tuple[Any, ...] | None"]
 
 _FIRST_DELAY = 0.005
 _MAX_DELAY = 0.05
+
+
+#: The last fill time (seconds) of each query, by SQL digest, in this process.
+_costs: dict[bytes, float] = {}
+_MAX_COSTS = 4096
+conf.forget_hooks.append(_costs.clear)
+
+
+def worth_locking(name: bytes) -> bool:
+    """The query ``name`` (its SQL digest) was not cheap at its last fill here, or never ran."""
+    minimum = conf.stampede_min_cost()
+    if minimum <= 0:
+        return True
+    cost = _costs.get(name)
+    return cost is None or cost >= minimum
+
+
+def record_cost(name: bytes, seconds: float) -> None:
+    if len(_costs) >= _MAX_COSTS and name not in _costs:
+        _costs.clear()  # a rare reset: unknown costs are locked again
+    _costs[name] = seconds
 
 
 def lock_key(key: str, snapshot: tuple[Any, ...]) -> str:

@@ -32,3 +32,4 @@ class CountingLocMemCache(LocMemCache):
     set = _counted(LocMemCache.set)
     add = _counted(LocMemCache.add)
     set_many = _counted(LocMemCache.set_many)
+    delete = _counted(LocMemCache.delete)

@@ -120,6 +120,42 @@ def test_no_protection_in_verify_mode(backend, posts):
     assert slow.count == 3
 
 
+def test_an_expensive_query_stays_protected_after_its_first_fill(backend, posts):
+    slow = SlowSelects("blog_post", 0.3)
+    slow.read(popular_read)  # its fill took 0.3 s: more than STAMPEDE_MIN_COST
+    Post.objects.filter(pk=posts[0].pk).update(title="changed")
+    run_together(6, slow.read, popular_read)
+    assert slow.count == 2
+
+
+def test_a_query_cheap_at_its_last_fill_takes_no_lock(backend, posts):
+    """The lock's add and delete cost every miss two round trips: not for cheap queries."""
+    from django.test.utils import override_settings
+
+    from tests.counting_cache import CountingLocMemCache
+    from tests.settings import CACHES
+
+    if backend.cache_alias != "default":
+        pytest.skip("counted on the locmem cache")
+    counting = {"counting": {"BACKEND": "tests.counting_cache.CountingLocMemCache"}}
+
+    def miss_calls():
+        Post.objects.filter(pk=posts[0].pk).update(rating=F("rating") + 1)
+        CountingLocMemCache.calls.clear()
+        popular_read()
+        return list(CountingLocMemCache.calls)
+
+    with override_settings(CACHES={**CACHES, **counting}):
+        with backend.settings(CACHE="counting", STAMPEDE_MIN_COST=60):
+            popular_read()  # installs the version keys; its fill takes far less than 60 s
+            assert miss_calls() == ["get_many", "set"]
+        with backend.settings(CACHE="counting", STAMPEDE_MIN_COST=0):
+            assert miss_calls() == ["get_many", "add", "set", "delete"]  # 0: always locked
+        with backend.settings(CACHE="counting", STAMPEDE_MIN_COST=60):
+            # New settings forget the costs: a query not filled since is locked again.
+            assert miss_calls() == ["get_many", "add", "set", "delete"]
+
+
 def expensive_read(seconds):
     sleep = Func(Value(seconds), function="pg_sleep", output_field=CharField())
     return list(
