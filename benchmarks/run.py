@@ -526,7 +526,7 @@ def format_text(summary, backends: list[str], libraries: list[str], statistic: s
             previous = row[0]
             lines.append(
                 "  ".join(
-                    c.ljust(w) if i < 2 else c.rjust(w)
+                    c if i == 5 else c.ljust(w) if i < 2 else c.rjust(w)
                     for i, (c, w) in enumerate(zip(row, widths, strict=True))
                 )
             )
@@ -560,6 +560,7 @@ def mixed_rows(summary, backends: list[str], libraries: list[str]) -> list[list[
                 if entry is None:
                     continue
                 served = entry.get("reads_without_sql")
+                by_kind = entry.get("reads_without_sql_by_kind") or {}
                 stale, checked = entry.get("stale"), entry.get("rechecked")
                 found.append(
                     [
@@ -568,12 +569,20 @@ def mixed_rows(summary, backends: list[str], libraries: list[str]) -> list[list[
                         f"{throughput(summary, backend, env, library) or 0:.0f}",
                         "" if served is None else f"{served:.0%}",
                         "" if stale is None else f"{stale} of {checked}",
+                        " ".join(f"{kind} {share:.0%}" for kind, share in by_kind.items()),
                     ]
                 )
     return found
 
 
-MIXED_HEADER = ["backend", "library", "ops/s", "reads without SQL", "stale on re-check"]
+MIXED_HEADER = [
+    "backend",
+    "library",
+    "ops/s",
+    "reads without SQL",
+    "stale on re-check",
+    "without SQL, per read",
+]
 
 
 def format_mixed(summary, backends: list[str], libraries: list[str], markdown: bool) -> str:
@@ -583,7 +592,7 @@ def format_mixed(summary, backends: list[str], libraries: list[str], markdown: b
     if markdown:
         lines = ["### Mixed workload: reads served without SQL, stale answers\n"]
         lines.append("| " + " | ".join(MIXED_HEADER) + " |")
-        lines.append("|---|---|---:|---:|---:|")
+        lines.append("|---|---|---:|---:|---:|---|")
         lines.extend("| " + " | ".join(row) + " |" for row in rows)
         return "\n".join(lines) + "\n"
     widths = [max(len(r[i]) for r in [MIXED_HEADER, *rows]) for i in range(len(MIXED_HEADER))]
@@ -591,7 +600,7 @@ def format_mixed(summary, backends: list[str], libraries: list[str], markdown: b
     for row in [MIXED_HEADER, *rows]:
         lines.append(
             "  ".join(
-                c.ljust(w) if i < 2 else c.rjust(w)
+                c if i == 5 else c.ljust(w) if i < 2 else c.rjust(w)
                 for i, (c, w) in enumerate(zip(row, widths, strict=True))
             )
         )

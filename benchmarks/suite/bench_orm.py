@@ -154,6 +154,13 @@ def test_mixed(benchmark):
         timed = mixed.served[1:] or mixed.served
         reads = sum(r for r, _ in timed)
         benchmark.extra_info["reads_without_sql"] = sum(w for _, w in timed) / reads
+        by_kind = mixed.served_by_kind[1:] or mixed.served_by_kind
+        benchmark.extra_info["reads_without_sql_by_kind"] = {
+            kind: sum(t[kind][1] for t in by_kind if kind in t)
+            / sum(t[kind][0] for t in by_kind if kind in t)
+            for kind in workload.READS
+            if any(kind in t for t in by_kind)
+        }
         checked, stale, examples = recheck(mixed.rechecks(RECHECKS))
         benchmark.extra_info["rechecked"] = checked
         benchmark.extra_info["stale"] = stale

@@ -340,6 +340,8 @@ class MixedWorkload:
     created: list[int] = field(default_factory=list)
     #: Per call of run(): (reads, reads that sent no SQL).
     served: list[tuple[int, int]] = field(default_factory=list)
+    #: Per call of run(), per read kind: [reads, reads that sent no SQL].
+    served_by_kind: list[dict[str, list[int]]] = field(default_factory=list)
 
     @classmethod
     def build(cls, size: int, write_share: float = 0.05) -> MixedWorkload:
@@ -397,6 +399,7 @@ class MixedWorkload:
         with connection.execute_wrapper(counter):
             self._run(counter)
         self.served.append((counter.reads, counter.reads_without_sql))
+        self.served_by_kind.append(counter.by_kind)
 
     def _run(self, counter: _StatementCounter) -> None:
         from .blog.models import Comment, Post
@@ -435,8 +438,12 @@ class MixedWorkload:
                     self.m2m_state.add(argument)
             else:  # pragma: no cover
                 raise ValueError(kind)
-            if kind in READS and counter.statements == before:
-                counter.reads_without_sql += 1
+            if kind in READS:
+                tally = counter.by_kind.setdefault(kind, [0, 0])
+                tally[0] += 1
+                if counter.statements == before:
+                    counter.reads_without_sql += 1
+                    tally[1] += 1
 
     def rechecks(self, limit: int = 300) -> list[tuple[str, Any]]:
         """The first ``limit`` distinct reads of the sequence, to compare with the database."""
@@ -454,6 +461,7 @@ class _StatementCounter:
         self.statements = 0
         self.reads = 0
         self.reads_without_sql = 0
+        self.by_kind: dict[str, list[int]] = {}
 
     def __call__(self, execute: Any, sql: Any, params: Any, many: Any, context: Any) -> Any:
         self.statements += 1
