@@ -146,25 +146,30 @@ def _check_helpers(raw: dict[str, Any]) -> list[Any]:
                 id="ormcache.W030",
             )
         )
-    wait = raw.get("STAMPEDE_WAIT", conf.DEFAULT_STAMPEDE_WAIT)
-    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0:
-        problems.append(
-            _error(
-                31,
-                f"ORMCACHE['STAMPEDE_WAIT'] must be a number of seconds >= 0, got {wait!r}.",
-                "For example 5; 0 turns stampede protection off.",
+    for code, name, default, hint in (
+        (
+            31,
+            "STAMPEDE_WAIT",
+            conf.DEFAULT_STAMPEDE_WAIT,
+            "For example 5; 0 turns stampede protection off.",
+        ),
+        (
+            32,
+            "STAMPEDE_MIN_COST",
+            conf.DEFAULT_STAMPEDE_MIN_COST,
+            "For example 0.005: queries that took less at their last fill skip the fill "
+            "lock; 0 locks every miss.",
+        ),
+    ):
+        value = raw.get(name, default)
+        if conf.seconds(value) is None:
+            problems.append(
+                _error(
+                    code,
+                    f"ORMCACHE['{name}'] must be a number of seconds >= 0, got {value!r}.",
+                    hint,
+                )
             )
-        )
-    cost = raw.get("STAMPEDE_MIN_COST", conf.DEFAULT_STAMPEDE_MIN_COST)
-    if isinstance(cost, bool) or not isinstance(cost, (int, float)) or cost < 0:
-        problems.append(
-            _error(
-                32,
-                f"ORMCACHE['STAMPEDE_MIN_COST'] must be a number of seconds >= 0, got {cost!r}.",
-                "For example 0.005: queries that took less at their last fill skip the fill "
-                "lock; 0 locks every miss.",
-            )
-        )
     return problems
 
 

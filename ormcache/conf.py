@@ -178,20 +178,21 @@ def verify_mode() -> str:
     return mode if mode in VERIFY_CHOICES else "off"
 
 
+def seconds(value: Any) -> float | None:
+    """``value`` as a number of seconds >= 0, or None when it is not one (checks say so)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        return None
+    return float(value)
+
+
 def stampede_wait() -> float:
     """Seconds a reader waits for the reader that is filling the same miss (0: no waiting)."""
-    wait = get_settings().get("STAMPEDE_WAIT", DEFAULT_STAMPEDE_WAIT)
-    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0:
-        return 0.0
-    return float(wait)
+    return seconds(get_settings().get("STAMPEDE_WAIT", DEFAULT_STAMPEDE_WAIT)) or 0.0
 
 
 def stampede_min_cost() -> float:
     """Seconds below which a query's miss is not worth the fill lock (0: always lock)."""
-    cost = get_settings().get("STAMPEDE_MIN_COST", DEFAULT_STAMPEDE_MIN_COST)
-    if isinstance(cost, bool) or not isinstance(cost, (int, float)) or cost < 0:
-        return 0.0
-    return float(cost)
+    return seconds(get_settings().get("STAMPEDE_MIN_COST", DEFAULT_STAMPEDE_MIN_COST)) or 0.0
 
 
 def database_options(db_alias: str) -> dict[str, Any]:

@@ -310,6 +310,7 @@ def test_the_suite_passes_in_verify_raise_mode():
         ({"STAMPEDE_WAIT": True}, ["ormcache.E031"]),
         ({"STAMPEDE_WAIT": 0}, []),
         ({"STAMPEDE_WAIT": 2.5}, []),
+        ({"STAMPEDE_WAIT": float("nan")}, ["ormcache.E031"]),
         ({"STAMPEDE_MIN_COST": -0.1}, ["ormcache.E032"]),
         ({"STAMPEDE_MIN_COST": "fast"}, ["ormcache.E032"]),
         ({"STAMPEDE_MIN_COST": 0}, []),
