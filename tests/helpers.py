@@ -1,6 +1,8 @@
 """Assertions shared by the test modules."""
 
+from django.db import connection
 from django.db.models import Model
+from django.test.utils import CaptureQueriesContext
 
 
 def plain(value):
@@ -32,3 +34,17 @@ def assert_hits_database(backend, read):
         result = read()
     assert captured.captured_queries, "expected SQL, the read was served from the cache"
     return result
+
+
+def title(pk):
+    """The title of post ``pk``: the one-row read many tests repeat."""
+    from testproject.blog.models import Post
+
+    return Post.objects.get(pk=pk).title
+
+
+def sql_count(function):
+    """How many SQL statements ``function()`` sends on the default database."""
+    with CaptureQueriesContext(connection) as captured:
+        function()
+    return len(captured.captured_queries)

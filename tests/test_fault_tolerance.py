@@ -13,6 +13,7 @@ import ormcache
 from ormcache import health, keys, storage
 from testproject.blog.models import Post
 from tests.factories import PostFactory
+from tests.helpers import sql_count, title
 from tests.redis_process import RedisProcess
 
 COOLDOWN = 0.3
@@ -45,19 +46,6 @@ def flaky(db, redis_server):
     with override_settings(CACHES=cache_settings, ORMCACHE=ormcache_settings):
         yield redis_server
     health.reset()
-
-
-def title(pk):
-    return Post.objects.get(pk=pk).title
-
-
-def queries(function):
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    with CaptureQueriesContext(connection) as captured:
-        function()
-    return len(captured.captured_queries)
 
 
 def wait_for_cooldown():
@@ -103,7 +91,7 @@ class TestFailOpen:
         flaky.start()
         wait_for_cooldown()
         assert title(post.pk) == "v1"
-        assert queries(lambda: title(post.pk)) == 0
+        assert sql_count(lambda: title(post.pk)) == 0
 
 
 class TestLoseNoInvalidation:
@@ -112,7 +100,7 @@ class TestLoseNoInvalidation:
         whose bump was never sent."""
         post = PostFactory(title="v1")
         title(post.pk)
-        assert queries(lambda: title(post.pk)) == 0
+        assert sql_count(lambda: title(post.pk)) == 0
         flaky.pause()
         try:
             title(post.pk)
@@ -154,7 +142,7 @@ class TestLoseNoInvalidation:
         wait_for_cooldown()
         title(post.pk)
         assert not health.lost_bumps("flaky")
-        assert queries(lambda: title(post.pk)) == 0
+        assert sql_count(lambda: title(post.pk)) == 0
 
 
 class TestBadData:
@@ -194,7 +182,7 @@ class TestBadData:
         with caplog.at_level(logging.WARNING, logger="ormcache"):
             assert title(post.pk) == "v1"
         assert "ormcache" in caplog.text
-        assert queries(lambda: title(post.pk)) == 0  # stored again, cleanly
+        assert sql_count(lambda: title(post.pk)) == 0  # stored again, cleanly
 
     @pytest.mark.parametrize("damage", ["truncated", "other-schema", "not-ours", "wrong-type"])
     def test_damaged_entries_are_a_miss(self, stored, damage, caplog):
@@ -232,7 +220,7 @@ class TestSecurity:
     def test_signed_entries_round_trip(self, signed):
         post = PostFactory(title="v1")
         title(post.pk)
-        assert queries(lambda: title(post.pk)) == 0
+        assert sql_count(lambda: title(post.pk)) == 0
 
     def test_forged_entry_is_refused(self, signed, caplog):
         post = PostFactory(title="v1")
@@ -261,15 +249,15 @@ class TestSecurity:
         with override_settings(
             ORMCACHE={"CACHE": "flaky", "SIGNING_KEY": "a-long-enough-secret-key!"}
         ):
-            assert queries(lambda: title(post.pk)) == 1
+            assert sql_count(lambda: title(post.pk)) == 1
 
     def test_row_limit(self, flaky):
         PostFactory.create_batch(5)
         with override_settings(ORMCACHE={"CACHE": "flaky", "MAX_ENTRY_ROWS": 3}):
             list(Post.objects.all())
-            assert queries(lambda: list(Post.objects.all())) == 1
+            assert sql_count(lambda: list(Post.objects.all())) == 1
             list(Post.objects.all()[:2])
-            assert queries(lambda: list(Post.objects.all()[:2])) == 0
+            assert sql_count(lambda: list(Post.objects.all()[:2])) == 0
 
     def test_byte_limit(self, flaky):
         PostFactory.create_batch(3, body="x" * 5000)
@@ -282,7 +270,7 @@ class TestSecurity:
         try:
             with override_settings(ORMCACHE={"CACHE": "flaky", "MAX_ENTRY_BYTES": 4000}):
                 list(Post.objects.all())
-                assert queries(lambda: list(Post.objects.all())) == 1
+                assert sql_count(lambda: list(Post.objects.all())) == 1
         finally:
             ormcache.signals.not_stored.disconnect(count)
         assert len(skipped) == 2 and "more than MAX_ENTRY_BYTES (4000)" in skipped[0]

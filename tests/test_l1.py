@@ -12,12 +12,12 @@ import pytest
 import redis
 from django.core.cache import caches
 from django.core.checks import run_checks
-from django.db import connection
-from django.test.utils import CaptureQueriesContext, override_settings
+from django.test.utils import override_settings
 
 from ormcache import health, keys, l1, versions
 from testproject.blog.models import Post
 from tests.factories import PostFactory
+from tests.helpers import sql_count, title
 from tests.redis_process import RedisProcess
 
 MAX_SILENCE = 0.3
@@ -61,16 +61,6 @@ def tier_on(db, server):
 
 def tier():
     return l1.tier_for("l1", caches["l1"])
-
-
-def title(pk):
-    return Post.objects.get(pk=pk).title
-
-
-def sql_count(function):
-    with CaptureQueriesContext(connection) as captured:
-        function()
-    return len(captured.captured_queries)
 
 
 def redis_calls(server):

@@ -11,7 +11,7 @@ from ormcache import keys, row_statements, rows
 from testproject.blog.models import Author, Comment, FeaturedPost, Post, Tag
 from tests.counting_cache import CountingLocMemCache
 from tests.factories import AuthorFactory, CommentFactory, FeaturedPostFactory, PostFactory
-from tests.helpers import assert_served_from_cache
+from tests.helpers import assert_served_from_cache, title
 
 pytestmark = pytest.mark.usefixtures("row_granularity")
 
@@ -36,10 +36,6 @@ def sql_count(backend, read):
     with backend.queries() as captured:
         value = read()
     return value, len(captured)
-
-
-def title(pk):
-    return Post.objects.get(pk=pk).title
 
 
 # --- reads pinned to rows -------------------------------------------------------------

@@ -7,16 +7,12 @@ from django.test.utils import override_settings
 from ormcache import keys, versions
 from testproject.blog.models import Author, Post
 from tests.factories import PostFactory
-from tests.helpers import assert_served_from_cache
+from tests.helpers import assert_served_from_cache, title
 
 
 @pytest.fixture
 def post(backend):
     return PostFactory(title="committed", rating=1)
-
-
-def title(pk):
-    return Post.objects.get(pk=pk).title
 
 
 def post_version(backend):
