@@ -152,14 +152,16 @@ def test_mixed(benchmark):
         benchmark.pedantic(mixed.run, rounds=MIXED_ROUNDS, warmup_rounds=1)
         # The warm-up round filled the cache: the share is that of the timed rounds.
         timed = mixed.served[1:] or mixed.served
-        reads = sum(r for r, _ in timed)
-        benchmark.extra_info["reads_without_sql"] = sum(w for _, w in timed) / reads
-        by_kind = mixed.served_by_kind[1:] or mixed.served_by_kind
+        totals = {kind: [0, 0] for kind in workload.READS if any(kind in run for run in timed)}
+        for run in timed:
+            for kind, (reads, without_sql) in run.items():
+                totals[kind][0] += reads
+                totals[kind][1] += without_sql
+        benchmark.extra_info["reads_without_sql"] = sum(w for _, w in totals.values()) / sum(
+            r for r, _ in totals.values()
+        )
         benchmark.extra_info["reads_without_sql_by_kind"] = {
-            kind: sum(t[kind][1] for t in by_kind if kind in t)
-            / sum(t[kind][0] for t in by_kind if kind in t)
-            for kind in workload.READS
-            if any(kind in t for t in by_kind)
+            kind: without_sql / reads for kind, (reads, without_sql) in totals.items()
         }
         checked, stale, examples = recheck(mixed.rechecks(RECHECKS))
         benchmark.extra_info["rechecked"] = checked

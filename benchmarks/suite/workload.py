@@ -338,10 +338,8 @@ class MixedWorkload:
     operations: list[tuple[str, Any]]
     m2m_state: set[tuple[int, int]] = field(default_factory=set)
     created: list[int] = field(default_factory=list)
-    #: Per call of run(): (reads, reads that sent no SQL).
-    served: list[tuple[int, int]] = field(default_factory=list)
     #: Per call of run(), per read kind: [reads, reads that sent no SQL].
-    served_by_kind: list[dict[str, list[int]]] = field(default_factory=list)
+    served: list[dict[str, list[int]]] = field(default_factory=list)
 
     @classmethod
     def build(cls, size: int, write_share: float = 0.05) -> MixedWorkload:
@@ -391,23 +389,20 @@ class MixedWorkload:
         return counts
 
     def run(self) -> None:
-        """Perform the sequence once; ``served`` records, for this call, how many reads
-        ran and how many sent no SQL (served by the cache alone)."""
+        """Perform the sequence once; ``served`` records, for this call and per read
+        kind, how many reads ran and how many sent no SQL (served by the cache alone)."""
         from django.db import connection
 
         counter = _StatementCounter()
         with connection.execute_wrapper(counter):
             self._run(counter)
-        self.served.append((counter.reads, counter.reads_without_sql))
-        self.served_by_kind.append(counter.by_kind)
+        self.served.append(counter.by_kind)
 
     def _run(self, counter: _StatementCounter) -> None:
         from .blog.models import Comment, Post
 
         for n, (kind, argument) in enumerate(self.operations):
             before = counter.statements
-            if kind in READS:
-                counter.reads += 1
             if kind == "get":
                 read_get(argument)
             elif kind == "list":
@@ -442,7 +437,6 @@ class MixedWorkload:
                 tally = counter.by_kind.setdefault(kind, [0, 0])
                 tally[0] += 1
                 if counter.statements == before:
-                    counter.reads_without_sql += 1
                     tally[1] += 1
 
     def rechecks(self, limit: int = 300) -> list[tuple[str, Any]]:
@@ -459,8 +453,7 @@ class _StatementCounter:
 
     def __init__(self) -> None:
         self.statements = 0
-        self.reads = 0
-        self.reads_without_sql = 0
+        #: Per read kind: [reads, reads that sent no SQL].
         self.by_kind: dict[str, list[int]] = {}
 
     def __call__(self, execute: Any, sql: Any, params: Any, many: Any, context: Any) -> Any:
