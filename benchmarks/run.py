@@ -506,30 +506,32 @@ NOTES = (
 )
 
 
+def _aligned(row: list[str], widths: list[int], *, free_last: bool = False) -> str:
+    """One line of a text table: the first two columns to the left, the others to the
+    right; with ``free_last`` the last column is free text, not padded."""
+    cells = []
+    for i, (cell, width) in enumerate(zip(row, widths, strict=True)):
+        if free_last and i == len(widths) - 1:
+            cells.append(cell)
+        else:
+            cells.append(cell.ljust(width) if i < 2 else cell.rjust(width))
+    return "  ".join(cells)
+
+
 def format_text(summary, backends: list[str], libraries: list[str], statistic: str) -> str:
     lines = []
     for backend in backends:
         header, rows = table_rows(summary, backend, libraries)
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         lines.append(f"\n{BACKEND_TITLES[backend]}  ({STATISTICS[statistic]})")
-        lines.append(
-            "  ".join(
-                h.ljust(w) if i < 2 else h.rjust(w)
-                for i, (h, w) in enumerate(zip(header, widths, strict=True))
-            )
-        )
+        lines.append(_aligned(header, widths))
         lines.append("  ".join("-" * w for w in widths))
         previous = None
         for row in rows:
             if previous is not None and row[0] != previous:
                 lines.append("")
             previous = row[0]
-            lines.append(
-                "  ".join(
-                    c if i == 5 else c.ljust(w) if i < 2 else c.rjust(w)
-                    for i, (c, w) in enumerate(zip(row, widths, strict=True))
-                )
-            )
+            lines.append(_aligned(row, widths))
     lines.append("\n" + NOTES)
     return "\n".join(lines)
 
@@ -597,13 +599,7 @@ def format_mixed(summary, backends: list[str], libraries: list[str], markdown: b
         return "\n".join(lines) + "\n"
     widths = [max(len(r[i]) for r in [MIXED_HEADER, *rows]) for i in range(len(MIXED_HEADER))]
     lines = ["\nMixed workload: reads served without SQL, stale answers on re-check"]
-    for row in [MIXED_HEADER, *rows]:
-        lines.append(
-            "  ".join(
-                c if i == 5 else c.ljust(w) if i < 2 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
+    lines.extend(_aligned(row, widths, free_last=True) for row in [MIXED_HEADER, *rows])
     return "\n".join(lines)
 
 
