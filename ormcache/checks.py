@@ -22,8 +22,7 @@ _LOCAL_BACKENDS = (
 )
 
 
-def _error(code: int, msg: str, hint: str) -> Error:
-    return Error(msg, hint=hint, obj="settings.ORMCACHE", id=f"ormcache.E{code:03d}")
+_error = conf.settings_error
 
 
 def _valid_timeout(value: Any) -> bool:

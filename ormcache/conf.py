@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.core.checks import Error
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
@@ -286,6 +287,11 @@ def page_options() -> dict[str, Any]:
     if isinstance(raw, dict):
         options.update({key: value for key, value in raw.items() if key in PAGES_DEFAULTS})
     return options
+
+
+def settings_error(code: int, msg: str, hint: str) -> Error:
+    """The system-check error ``ormcache.E<code>`` about ``settings.ORMCACHE``."""
+    return Error(msg, hint=hint, obj="settings.ORMCACHE", id=f"ormcache.E{code:03d}")
 
 
 def unknown_keys(section: str, given: Any, allowed: Any) -> tuple[str, str] | None:

@@ -20,7 +20,7 @@ _HINT = 'For example {"enabled": True, "surrogate_key_header": "xkey", "purgers"
 
 
 def _error(code: int, msg: str, hint: str = _HINT) -> Error:
-    return Error(msg, hint=hint, obj="settings.ORMCACHE", id=f"ormcache.E{code:03d}")
+    return conf.settings_error(code, msg, hint)
 
 
 def _seconds(value: Any, *, allow_none: bool = False) -> bool:

@@ -536,26 +536,26 @@ _SUPPORTED = {
 }
 
 
-def _l1_error(code: int, msg: str, hint: str) -> Error:
-    return Error(msg, hint=hint, obj="settings.ORMCACHE", id=f"ormcache.E{code:03d}")
-
-
 def check(raw: Any) -> list[Error]:
     if raw is None:
         return []
     if not isinstance(raw, dict):
-        return [_l1_error(90, "ORMCACHE['L1'] must be a dict.", 'E.g. {"enabled": True}.')]
+        return [
+            conf.settings_error(90, "ORMCACHE['L1'] must be a dict.", 'E.g. {"enabled": True}.')
+        ]
     problems = []
     unknown = conf.unknown_keys("ORMCACHE['L1']", raw, DEFAULTS)
     if unknown:
-        problems.append(_l1_error(91, *unknown))
+        problems.append(conf.settings_error(91, *unknown))
     options = settings_of(raw)
     if not isinstance(options["enabled"], bool):
-        problems.append(_l1_error(91, "ORMCACHE['L1']['enabled'] must be a bool.", "True/False."))
+        problems.append(
+            conf.settings_error(91, "ORMCACHE['L1']['enabled'] must be a bool.", "True/False.")
+        )
     max_bytes = options["max_bytes"]
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 4096:
         problems.append(
-            _l1_error(
+            conf.settings_error(
                 92,
                 f"ORMCACHE['L1']['max_bytes'] must be an int >= 4096, got {max_bytes!r}.",
                 "The memory of the tier per process, in bytes, e.g. 64 * 1024 * 1024.",
@@ -564,7 +564,7 @@ def check(raw: Any) -> list[Error]:
     silence = options["max_silence"]
     if isinstance(silence, bool) or not isinstance(silence, (int, float)) or silence <= 0:
         problems.append(
-            _l1_error(
+            conf.settings_error(
                 93,
                 f"ORMCACHE['L1']['max_silence'] must be a number > 0, got {silence!r}.",
                 "Seconds a process trusts its memory without hearing from Redis, e.g. 1.0.",
@@ -590,7 +590,7 @@ def _check_backend() -> list[Error]:
         supported = None
     if supported is None:
         return [
-            _l1_error(
+            conf.settings_error(
                 94,
                 f"ORMCACHE['L1'] needs a single Redis server behind the cache {alias!r}, "
                 f"which is {backend} (client {client}).",
@@ -602,7 +602,7 @@ def _check_backend() -> list[Error]:
         ]
     if len(servers) != 1:
         return [
-            _l1_error(
+            conf.settings_error(
                 95,
                 f"ORMCACHE['L1'] needs one Redis server, the cache {alias!r} has {len(servers)}.",
                 "Replicas would send invalidations late; give LOCATION the master only.",
