@@ -453,6 +453,7 @@ class L1Cache:
                 epoch = tier.epoch
                 for name in wanted:
                     tier.fetching[name] = tier.fetching.get(name, 0) + 1
+        fetched: dict[str, Any] = {}  # a failed fetch keeps nothing, and raises its own error
         try:
             fetched = self._cache.get_many(wanted)
         finally:

@@ -215,6 +215,25 @@ class TestCoherence:
         assert l1.L1Cache(real, "l1").get_many([name]) == {name: 2}
 
 
+    def test_a_failed_fetch_raises_the_caches_own_error(self, tier_on):
+        """The read path tells an outage (which the breaker counts) from a bad value by
+        the error: the tier must not replace it with one of its own."""
+        real = caches["l1"]
+        settle()
+        versions.get_cache().get_many([keys.GLOBAL_VERSION_KEY])  # the tracker is up
+
+        class Down:
+            def __getattr__(self, attribute):
+                return getattr(real, attribute)
+
+            def get_many(self, names):
+                raise redis.exceptions.ConnectionError("Redis went away")
+
+        with pytest.raises(redis.exceptions.ConnectionError):
+            l1.L1Cache(Down(), "l1").get_many([keys.GLOBAL_VERSION_KEY, "ormcache:v:other"])
+        assert not tier().fetching
+
+
 class TestPagesAndExpiry:
     def test_a_page_hit_sends_no_command_to_redis(self, tier_on):
         from django.test import Client
