@@ -357,8 +357,9 @@ def _load_epoch() -> str:
         epoch = cache.get(_EPOCH_KEY)
         if epoch is None:
             fresh = secrets.token_hex(4)
-            cache.add(_EPOCH_KEY, fresh, timeout=None)
-            epoch = cache.get(_EPOCH_KEY) or fresh
+            # Another process may have installed one first: then theirs counts.
+            added = cache.add(_EPOCH_KEY, fresh, timeout=None)
+            epoch = fresh if added else (cache.get(_EPOCH_KEY) or fresh)
         _state["epoch"] = str(epoch)
     except Exception as exc:
         logger.warning("ormcache: could not read the stats generation: %s", exc)
