@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from django.core.exceptions import EmptyResultSet
@@ -25,7 +26,7 @@ from django.db.models.sql.compiler import SQLCompiler, cursor_iter
 from django.db.models.sql.constants import GET_ITERATOR_CHUNK_SIZE, MULTI, SINGLE
 from django.db.models.sql.query import Query
 
-from . import dependencies, reads, rows, stale
+from . import compiled, dependencies, reads, rows, stale
 
 _QS = TypeVar("_QS", bound="CachedQuerySetMixin")
 
@@ -96,26 +97,35 @@ class CachingCompilerMixin:
             or not _wants_cache(self.query)
         ):
             return parent(result_type, chunked_fetch, chunk_size)
+        shape = compiled.shape_of(self)
+        reused = compiled.reuse(self, shape) if shape is not None else None
         try:
-            sql, params = self.as_sql()
+            sql, params = reused or compiled.compile_and_remember(self, shape)
         except EmptyResultSet:
             return parent(result_type, chunked_fetch, chunk_size)
         if not sql:
             return parent(result_type, chunked_fetch, chunk_size)
         from_aliases = self.from_aliases
+        analysed: Callable[[], tuple[Query, frozenset[str] | None]]
+        if reused:
+            # The query was not compiled: Django adds some joins only while compiling.
+            analysed = functools.cache(functools.partial(compiled.compiled_clone, self))
+        else:
+            analysed = lambda: (self.query, from_aliases)  # noqa: E731
         return reads.fetch(
             model=self.query.model,
             db_alias=self.connection.alias,
             sql=sql,
             params=params,
             shape=f"{'multi' if result_type == MULTI else 'single'}:{self.col_count}",
-            find_dependencies=lambda: dependencies.tables_read(
-                self.query, from_aliases=from_aliases
-            ),
+            find_dependencies=lambda: _tables_read(*analysed()),
             run=functools.partial(self._run, sql, params, result_type, chunk_size),
             timeout=self.query.ormcache_timeout,
             find_pins=lambda: rows.read_pins(
-                self.query, from_aliases=from_aliases, memo_key=(self.connection.alias, sql)
+                self.query,
+                from_aliases=from_aliases,
+                memo_key=(self.connection.alias, sql),
+                analysed=analysed,
             ),
         )
 
@@ -141,6 +151,10 @@ class CachingCompilerMixin:
                 chunk_size,
             )
         )
+
+
+def _tables_read(query: Query, from_aliases: frozenset[str] | None) -> frozenset[str]:
+    return dependencies.tables_read(query, from_aliases=from_aliases)
 
 
 @functools.cache

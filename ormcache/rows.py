@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -255,6 +255,7 @@ def read_pins(
     extra_expressions: Iterable[Any] = (),
     from_aliases: frozenset[str] | None = None,
     memo_key: Any = None,
+    analysed: Callable[[], tuple[Any, frozenset[str] | None]] | None = None,
 ) -> tuple[Pin, ...]:
     """The tables ``query`` (with ``extra_expressions`` compiled with it: aggregates)
     reads only through rows (or partitions) its WHERE pins (``from_aliases``: as in
@@ -262,15 +263,18 @@ def read_pins(
 
     ``memo_key`` (the database alias and SQL text) names the query's shape: which of its
     lookups may pin is then found once; each read only reads their values.
+    ``analysed`` gives the query and FROM aliases to find them in when ``query`` was not
+    compiled (compiled.py); its WHERE is the same.
     """
     if query.combinator or query.combined_queries or not isinstance(query.where, WhereNode):
         return ()
     conjuncts = list(_conjuncts(query.where))
     found = _candidates.get(memo_key) if memo_key is not None else None
     if found is None or not _same_shape(found, conjuncts):
+        shape_query, shape_aliases = analysed() if analysed else (query, from_aliases)
         found = (
             len(conjuncts),
-            _find_candidates(query, extra_expressions, from_aliases, conjuncts),
+            _find_candidates(shape_query, extra_expressions, shape_aliases, conjuncts),
         )
         if memo_key is not None:
             _candidates[memo_key] = found

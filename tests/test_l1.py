@@ -214,7 +214,6 @@ class TestCoherence:
         assert name not in tier().entries
         assert l1.L1Cache(real, "l1").get_many([name]) == {name: 2}
 
-
     def test_a_failed_fetch_raises_the_caches_own_error(self, tier_on):
         """The read path tells an outage (which the breaker counts) from a bad value by
         the error: the tier must not replace it with one of its own."""

@@ -1,0 +1,195 @@
+"""Compile a read's SQL once per query shape, not on every evaluation.
+
+Django compiles a query to SQL each time it is evaluated. On a cache hit that is
+most of the work left (choosing and quoting the columns, the FROM clause, the
+ordering): ``Post.objects.get(pk=...)`` spends more time compiling than ormcache
+spends finding the rows. Two queries that differ only in their WHERE clause's
+values compile to the same text with other parameters, so ormcache remembers, per
+*shape*, the SQL and the state Django's iterables read from the compiler (the
+columns, ``klass_info``). A read of a known shape compiles only its WHERE clause,
+with Django's own code, which gives its parameters, and reuses the rest when that
+clause's text is the one the shape was remembered with.
+
+The shape is every attribute of the query but its WHERE tree, frozen into a
+hashable value. Only values that compare exactly are frozen (strings, ints,
+bools, None, classes, a model's fields and relations, and the few structures Django builds for
+tables, joins, columns and constants); a query holding anything else, such as an
+expression in its SELECT or ordering, is compiled in full, as before. So is a
+query Django still has to set up (no table yet) or whose WHERE needs grouping
+(aggregates, windows). A shape is kept only when the full query's parameters end
+with exactly its WHERE clause's: the ones before them come from the SELECT list,
+part of the shape; none can follow, because the clauses after WHERE (grouping,
+ordering by expressions) hold only what the shape refuses or no parameters.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.exceptions import EmptyResultSet
+from django.db import models
+from django.db.models.expressions import Col, Value
+from django.db.models.fields.reverse_related import ForeignObjectRel
+from django.db.models.sql.datastructures import BaseTable, Join
+
+try:  # Django >= 4.2 signals "no WHERE needed" with FullResultSet.
+    from django.core.exceptions import FullResultSet
+except ImportError:  # pragma: no cover
+    FullResultSet = EmptyResultSet  # type: ignore[misc,assignment]
+
+_MEMO_SIZE = 1024
+#: The compiler attributes that stay with the query, not with its shape.
+_OWN_ATTRIBUTES = frozenset(
+    {"query", "connection", "using", "elide_empty", "quote_cache", "where", "having", "qualify"}
+)
+#: Objects frozen by their attributes: what Django builds for tables, joins, columns and
+#: constants. Anything of another class makes the query compile in full.
+_BY_ATTRIBUTES = frozenset({BaseTable, Join, Col, Value})
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """The SQL of a shape, and the compiler state its iterables read."""
+
+    sql: str
+    where_sql: str
+    #: The parameters before the WHERE clause's (constants in the SELECT list).
+    leading_params: tuple
+    state: dict[str, Any]
+
+
+_memo: OrderedDict[tuple, Compiled | None] = OrderedDict()
+_memo_lock = threading.Lock()
+
+
+class _NotFrozen(Exception):
+    """A value whose equality ormcache cannot vouch for: compile in full."""
+
+
+_TRUE, _FALSE = object(), object()  # bools apart from the ints that equal them
+
+
+def _freeze(value: Any) -> Any:
+    kind = type(value)
+    if kind is str or kind is int or value is None:
+        return value
+    if kind is bool:
+        return _TRUE if value else _FALSE
+    if kind is tuple or kind is list:
+        return (kind, *[_freeze(item) for item in value])
+    if kind is dict:
+        return (dict, *[(key, _freeze(item)) for key, item in value.items()])
+    if kind is set or kind is frozenset:
+        return (frozenset, frozenset(_freeze(item) for item in value))
+    if kind in _BY_ATTRIBUTES:
+        return (kind, *[(name, _freeze(item)) for name, item in vars(value).items()])
+    if isinstance(value, models.Field) and hasattr(value, "model"):
+        return value  # a model's own field: equal only to itself
+    if isinstance(value, (ForeignObjectRel, type)):
+        return value  # a relation or a class (a model, an expression's): equal only to itself
+    raise _NotFrozen(kind.__name__)
+
+
+def shape_of(compiler: Any) -> tuple | None:
+    """The query's shape (everything but its WHERE values), or None if it has none."""
+    query = compiler.query
+    where = query.where
+    if where.contains_aggregate or where.contains_over_clause:
+        return None  # Django splits such a WHERE into HAVING/QUALIFY while compiling
+    if not any(query.alias_refcount.values()):
+        return None  # Django adds the base table while compiling
+    try:
+        frozen = tuple(
+            (name, _freeze(value)) for name, value in vars(query).items() if name != "where"
+        )
+    except _NotFrozen:
+        return None
+    connection = compiler.connection
+    return (
+        type(compiler),
+        connection.alias,
+        connection.vendor,
+        compiler.elide_empty,
+        type(query),
+        type(where),
+        frozen,
+    )
+
+
+def where_of(compiler: Any) -> tuple[str, list[Any]]:
+    """The WHERE clause's SQL and parameters, compiled as ``as_sql`` would.
+
+    Raises EmptyResultSet when the clause can match nothing (Django skips the query).
+    """
+    try:
+        sql, params = compiler.compile(compiler.query.where)
+    except FullResultSet:
+        return "", []
+    return sql, list(params)
+
+
+def reuse(compiler: Any, shape: tuple) -> tuple[str, tuple] | None:
+    """(SQL, params) of a query of a remembered shape, with the compiler set up as
+    ``as_sql`` leaves it; None when the shape is not remembered or its WHERE text
+    differs (compile in full then)."""
+    known = _memo.get(shape)
+    if known is None:
+        return None
+    try:
+        where_sql, where_params = where_of(compiler)
+    except EmptyResultSet:
+        return None
+    if where_sql != known.where_sql:
+        return None
+    vars(compiler).update(known.state)
+    compiler.where, compiler.having, compiler.qualify = compiler.query.where, None, None
+    return known.sql, (*known.leading_params, *where_params)
+
+
+def compiled_clone(compiler: Any) -> tuple[Any, frozenset[str] | None]:
+    """A copy of the compiler's query compiled in full, and the aliases of its FROM clause.
+
+    A reused shape leaves the query as the user built it: Django adds the joins of
+    ``select_related`` and of the ordering while it compiles. What ormcache works out
+    from a query's structure (the tables it reads, which rows pin it) is worked out
+    from this copy instead; it is needed only when that analysis is not memoised yet.
+    """
+    query = compiler.query.clone()
+    full = query.get_compiler(connection=compiler.connection, elide_empty=compiler.elide_empty)
+    full.as_sql()
+    return query, getattr(full, "from_aliases", None)
+
+
+def compile_and_remember(compiler: Any, shape: tuple | None) -> tuple[str, tuple]:
+    """``compiler.as_sql()``, remembering the result for the shape when it can be reused."""
+    if shape is None or shape in _memo:
+        return compiler.as_sql()
+    try:
+        where_sql, where_params = where_of(compiler)
+    except EmptyResultSet:
+        where_sql, where_params = "", None
+    before = dict(vars(compiler))
+    sql, params = compiler.as_sql()
+    known = None
+    leading = len(params) - len(where_params) if where_params is not None else -1
+    if sql and leading >= 0 and list(params[leading:]) == where_params:
+        state = {
+            name: value
+            for name, value in vars(compiler).items()
+            if name not in _OWN_ATTRIBUTES and before.get(name, _FALSE) is not value
+        }
+        known = Compiled(sql, where_sql, tuple(params[:leading]), state)
+    with _memo_lock:
+        _memo[shape] = known
+        if len(_memo) > _MEMO_SIZE:
+            _memo.popitem(last=False)
+    return sql, params
+
+
+def forget() -> None:
+    """Drop every remembered shape (tests that swap models or databases call it)."""
+    with _memo_lock:
+        _memo.clear()

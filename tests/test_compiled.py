@@ -1,0 +1,224 @@
+"""SQL compiled once per query shape: reads of one shape with other values stay apart.
+
+A read whose shape (everything but its WHERE values) was compiled before compiles
+only its WHERE clause. These tests pin that reads reusing a shape answer for their
+own values, that queries which differ outside the WHERE clause never share a shape,
+and that a hit really skips Django's column setup.
+"""
+
+from unittest import mock
+
+import pytest
+from django.db.models import Count, Value
+from django.db.models.sql.compiler import SQLCompiler
+
+from ormcache import compiled, reads, rows
+from testproject.blog.models import Author, Post
+from tests.factories import AuthorFactory, PostFactory, TagFactory
+
+
+@pytest.fixture
+def posts(backend):
+    compiled.forget()
+    first, second = AuthorFactory(name="Ann"), AuthorFactory(name="Bob")
+    return [
+        PostFactory(title="alpha", rating=1, author=first, published=True),
+        PostFactory(title="beta", rating=2, author=second, published=False),
+        PostFactory(title="gamma", rating=3, author=second, published=True),
+    ]
+
+
+def _column_setups(read):
+    """How many times Django chose the columns of a query while ``read()`` ran."""
+    original = SQLCompiler.get_select
+    calls = []
+
+    def counting(self, *args, **kwargs):
+        calls.append(self)
+        return original(self, *args, **kwargs)
+
+    with mock.patch.object(SQLCompiler, "get_select", counting):
+        read()
+    return len(calls)
+
+
+def _sql_count(backend, read):
+    with backend.queries() as captured:
+        read()
+    return len(captured.captured_queries)
+
+
+def test_a_read_of_a_known_shape_does_not_set_its_columns_up_again(backend, posts):
+    Post.objects.get(pk=posts[0].pk)
+    assert _column_setups(lambda: Post.objects.get(pk=posts[1].pk)) == 0
+    # ...and answers for its own value, from the database and then from the cache.
+    assert Post.objects.get(pk=posts[1].pk).title == "beta"
+    assert _sql_count(backend, lambda: Post.objects.get(pk=posts[2].pk)) == 1
+    assert _sql_count(backend, lambda: Post.objects.get(pk=posts[2].pk)) == 0
+    assert Post.objects.get(pk=posts[2].pk).title == "gamma"
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        pytest.param(
+            lambda pk: Post.objects.select_related("author").get(pk=pk).author.name,
+            id="select_related",
+        ),
+        pytest.param(
+            lambda pk: list(
+                Post.objects.filter(pk=pk).order_by("author__name").values_list("title")
+            ),
+            id="ordering-across-a-relation",
+        ),
+    ],
+)
+def test_a_reused_shape_depends_on_the_joins_django_adds_while_compiling(backend, posts, read):
+    """Those joins are not in the query a reused shape leaves uncompiled: what ormcache
+    works out from the query's structure comes from a compiled copy of it."""
+    read(posts[0].pk)  # the shape is compiled in full and remembered
+    # Memos of the tables and pins a SQL text reads are smaller and forgotten on
+    # settings changes: the next read of the shape works them out again.
+    reads._plans.clear()
+    rows._candidates.clear()
+    assert _column_setups(lambda: read(posts[1].pk)) == 1  # only the compiled copy
+    before = read(posts[1].pk)
+    Author.objects.filter(name="Bob").update(name="Rob")
+    assert _sql_count(backend, lambda: read(posts[1].pk)) == 1  # it reads blog_author
+    assert read(posts[1].pk) == ("Rob" if before == "Bob" else before)
+
+
+def test_a_query_the_shape_cannot_hold_is_compiled_in_full(posts):
+    def read():
+        return dict(Author.objects.annotate(n=Count("posts")).values_list("name", "n"))
+
+    read()
+    assert _column_setups(read) == 1
+    assert read() == {"Ann": 1, "Bob": 2}
+
+
+@pytest.mark.parametrize(
+    ("read", "expected"),
+    [
+        pytest.param(
+            lambda p: [
+                list(Post.objects.filter(pk__in=[x.pk for x in p[:n]]).order_by("id"))
+                for n in (1, 2, 3)
+            ],
+            lambda p: [p[:1], p[:2], p[:3]],
+            id="in-lists-of-other-lengths",
+        ),
+        pytest.param(
+            lambda p: [Post.objects.filter(title=t).exists() for t in ("alpha", "nope", "gamma")],
+            lambda p: [True, False, True],
+            id="exists",
+        ),
+        pytest.param(
+            lambda p: [
+                [x.author.name for x in Post.objects.select_related("author").filter(rating=r)]
+                for r in (1, 2)
+            ],
+            lambda p: [["Ann"], ["Bob"]],
+            id="select_related",
+        ),
+        pytest.param(
+            lambda p: [
+                list(
+                    Post.objects.filter(published=flag)
+                    .order_by("id")
+                    .values_list("title", flat=True)
+                )
+                for flag in (True, False)
+            ],
+            lambda p: [["alpha", "gamma"], ["beta"]],
+            id="values_list",
+        ),
+        pytest.param(
+            lambda p: [
+                list(Post.objects.order_by(order).values_list("title", flat=True)[:2])
+                for order in ("title", "-title")
+            ],
+            lambda p: [["alpha", "beta"], ["gamma", "beta"]],
+            id="ordering-is-shape",
+        ),
+        pytest.param(
+            lambda p: [
+                [
+                    (x.title, x.flag)
+                    for x in Post.objects.annotate(flag=Value(v)).filter(rating__lte=r)
+                ]
+                for v, r in ((1, 1), (True, 1), ("x", 2))
+            ],
+            lambda p: [[("alpha", 1)], [("alpha", True)], [("beta", "x"), ("alpha", "x")]],
+            id="constants-in-the-select-list",
+        ),
+        pytest.param(
+            lambda p: [
+                list(
+                    Post.objects.extra(select={"k": "%s"}, select_params=(7,))
+                    .filter(rating=r)
+                    .values_list("k", "title")
+                )
+                for r in (1, 3)
+            ],
+            lambda p: [[(7, "alpha")], [(7, "gamma")]],
+            id="select-params-before-where-params",
+        ),
+        pytest.param(
+            lambda p: [
+                sorted(
+                    (x.title, "body" in x.__dict__)
+                    for x in Post.objects.only(*fields).filter(rating__gte=2)
+                )
+                for fields in (("title",), ("title", "body"))
+            ],
+            lambda p: [[("beta", False), ("gamma", False)], [("beta", True), ("gamma", True)]],
+            id="deferred-fields",
+        ),
+        pytest.param(
+            lambda p: [
+                list(Post.objects.filter(title__contains=t).values_list("title", flat=True))
+                for t in ("mm", "et", "%")
+            ],
+            lambda p: [["gamma"], ["beta"], []],
+            id="contains-escapes-its-value",
+        ),
+    ],
+)
+def test_reads_sharing_a_shape_answer_for_their_own_values(posts, read, expected):
+    wanted = expected(posts)
+    assert read(posts) == wanted  # the first of each shape compiled in full
+    assert read(posts) == wanted  # hits
+    Post.objects.filter(pk=posts[0].pk).update(views=5)  # a write: misses, shapes reused
+    assert read(posts) == wanted
+
+
+def test_an_empty_in_list_still_sends_no_sql(backend, posts):
+    list(Post.objects.filter(pk__in=[posts[0].pk]))
+    assert _sql_count(backend, lambda: list(Post.objects.filter(pk__in=[]))) == 0
+    assert list(Post.objects.filter(pk__in=[])) == []
+
+
+def test_a_read_of_a_shape_after_a_tag_write_sees_it(posts):
+    tag = TagFactory(name="news")
+    read = lambda: list(Post.objects.filter(tags__name="news").values_list("title", flat=True))  # noqa: E731
+    assert read() == []
+    posts[1].tags.add(tag)
+    assert read() == ["beta"]
+
+
+class TestFreeze:
+    def test_bools_are_not_the_ints_they_equal(self):
+        assert compiled._freeze(True) != compiled._freeze(1)
+        assert compiled._freeze((False,)) != compiled._freeze((0,))
+
+    def test_unknown_objects_are_refused(self):
+        with pytest.raises(compiled._NotFrozen):
+            compiled._freeze(1.5)
+        with pytest.raises(compiled._NotFrozen):
+            compiled._freeze(Count("id"))
+
+    def test_a_models_field_is_frozen_as_itself(self):
+        field = Post._meta.get_field("title")
+        assert compiled._freeze([field]) == (list, field)
+        assert compiled._freeze([field]) != compiled._freeze([Post._meta.get_field("slug")])
