@@ -72,20 +72,41 @@ class _NotFrozen(Exception):
 _TRUE, _FALSE = object(), object()  # bools apart from the ints that equal them
 
 
-def _freeze(value: Any) -> Any:
+_SCALARS = frozenset({str, int, type(None)})
+#: Attributes left out of an object's frozen form: ``identity`` is a cache of what
+#: ``_constructor_args`` holds (Django's expressions), and costs as much again to freeze.
+_DERIVED = "identity"
+
+
+def _freeze(value: Any, seen: dict[int, Any]) -> Any:
+    """``value`` as a hashable that equals another's only if they are the same value.
+
+    ``seen``: objects already frozen during this shape (the query holds its
+    annotations twice), by id while they are alive.
+    """
     kind = type(value)
-    if kind is str or kind is int or value is None:
+    if kind in _SCALARS:
         return value
     if kind is bool:
         return _TRUE if value else _FALSE
     if kind is tuple or kind is list:
-        return (kind, *[_freeze(item) for item in value])
+        return (kind, *[_freeze(item, seen) for item in value])
     if kind is dict:
-        return (dict, *[(key, _freeze(item)) for key, item in value.items()])
+        return (dict, *[(key, _freeze(item, seen)) for key, item in value.items()])
     if kind is set or kind is frozenset:
-        return (frozenset, frozenset(_freeze(item) for item in value))
+        return (frozenset, frozenset([_freeze(item, seen) for item in value]))
     if kind in _BY_ATTRIBUTES:
-        return (kind, *[(name, _freeze(item)) for name, item in vars(value).items()])
+        found = seen.get(id(value))
+        if found is None:
+            found = seen[id(value)] = (
+                kind,
+                *[
+                    (name, _freeze(item, seen))
+                    for name, item in vars(value).items()
+                    if name != _DERIVED
+                ],
+            )
+        return found
     if isinstance(value, models.Field) and hasattr(value, "model"):
         return value  # a model's own field: equal only to itself
     if isinstance(value, (ForeignObjectRel, type)):
@@ -101,9 +122,12 @@ def shape_of(compiler: Any) -> tuple | None:
         return None  # Django splits such a WHERE into HAVING/QUALIFY while compiling
     if not any(query.alias_refcount.values()):
         return None  # Django adds the base table while compiling
+    if any(type(annotation) not in _BY_ATTRIBUTES for annotation in query.annotations.values()):
+        return None  # an aggregate or a function (count(), aggregate()): said before freezing
+    seen: dict[int, Any] = {}
     try:
         frozen = tuple(
-            (name, _freeze(value)) for name, value in vars(query).items() if name != "where"
+            [(name, _freeze(value, seen)) for name, value in vars(query).items() if name != "where"]
         )
     except _NotFrozen:
         return None

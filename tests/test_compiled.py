@@ -9,7 +9,7 @@ and that a hit really skips Django's column setup.
 from unittest import mock
 
 import pytest
-from django.db.models import Count, Value
+from django.db.models import Count, Q, Value
 from django.db.models.sql.compiler import SQLCompiler
 
 from ormcache import compiled, reads, rows
@@ -209,16 +209,16 @@ def test_a_read_of_a_shape_after_a_tag_write_sees_it(posts):
 
 class TestFreeze:
     def test_bools_are_not_the_ints_they_equal(self):
-        assert compiled._freeze(True) != compiled._freeze(1)
-        assert compiled._freeze((False,)) != compiled._freeze((0,))
+        assert compiled._freeze(True, {}) != compiled._freeze(1, {})
+        assert compiled._freeze((False,), {}) != compiled._freeze((0,), {})
 
     def test_unknown_objects_are_refused(self):
         with pytest.raises(compiled._NotFrozen):
-            compiled._freeze(1.5)
+            compiled._freeze(1.5, {})
         with pytest.raises(compiled._NotFrozen):
-            compiled._freeze(Count("id"))
+            compiled._freeze(Count("id", filter=Q(rating=1)), {})
 
     def test_a_models_field_is_frozen_as_itself(self):
         field = Post._meta.get_field("title")
-        assert compiled._freeze([field]) == (list, field)
-        assert compiled._freeze([field]) != compiled._freeze([Post._meta.get_field("slug")])
+        assert compiled._freeze([field], {}) == (list, field)
+        assert compiled._freeze([field], {}) != compiled._freeze([Post._meta.get_field("slug")], {})
