@@ -23,6 +23,8 @@ statement is treated as row-level only when the rows it can change are exactly t
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from . import rows
@@ -67,9 +69,57 @@ def _changes(sql: str, params: Any, table: str, facts: rows.TableRows) -> frozen
         params = ()
     if not isinstance(params, (list, tuple)):
         return None  # named parameters: not a shape Django sends for writes
-    sql = sql.strip()
+    shape = _shape(sql, table)
+    if isinstance(shape, _Insert):
+        return _insert(shape, params, table, facts)
+    if shape is None or facts.pk_column in shape.assigned:
+        return None
+    return _filtered(shape, params, table, facts)
+
+
+@dataclass(frozen=True)
+class _Insert:
+    """An INSERT of new rows only: its columns and its VALUES or UNNEST part."""
+
+    columns: tuple[str, ...]
+    source: str
+
+
+@dataclass(frozen=True)
+class _Filtered:
+    """An UPDATE (``assigned`` columns, ``before`` parameters in its SET) or a DELETE,
+    filtered by a conjunction of terms: ``(column, parameters)`` each."""
+
+    assigned: frozenset[str]
+    before: int
+    terms: tuple[tuple[str, int], ...]
+
+
+_shapes: OrderedDict[tuple[str, str], _Insert | _Filtered | None] = OrderedDict()
+_SHAPES_MEMO = 1024
+_UNKNOWN = object()
+
+
+def _shape(sql: str, table: str) -> _Insert | _Filtered | None:
+    """What the text of a write says, worked out once per SQL text: a model's save()
+    sends the same text every time, only its parameters change."""
+    key = (sql, table)
+    found = _shapes.get(key, _UNKNOWN)
+    if found is _UNKNOWN:
+        found = _read_shape(sql.strip(), table)
+        _shapes[key] = found
+        if len(_shapes) > _SHAPES_MEMO:
+            _shapes.popitem(last=False)
+    return found  # type: ignore[return-value]
+
+
+def _read_shape(sql: str, table: str) -> _Insert | _Filtered | None:
     if sql.startswith("INSERT"):
-        return _insert(sql, params, table, facts)
+        match = _INSERT.match(sql)
+        if match is None or _name(match.group(1)) != table or not _only_new_rows(match.group(3)):
+            return None
+        columns = tuple(_name(c) for c in re.findall(_IDENT, match.group(2)))
+        return _Insert(columns, match.group(3))
     if sql.startswith("UPDATE"):
         match = _UPDATE.match(sql)
         if match is None or _name(match.group(1)) != table:
@@ -78,26 +128,34 @@ def _changes(sql: str, params: Any, table: str, facts: rows.TableRows) -> frozen
         if parts is None or len(parts) != 2:
             return None
         assigned = _assigned_columns(parts[0])
-        if assigned is None or facts.pk_column in assigned:
+        if assigned is None:
             return None
-        return _filtered(parts[0], parts[1], params, table, facts, assigned)
+        return _filtered_shape(parts[0], parts[1], table, assigned)
     if sql.startswith("DELETE"):
         match = _DELETE.match(sql)
         if match is None or _name(match.group(1)) != table:
             return None
-        return _filtered("", match.group(2), params, table, facts, set())
+        return _filtered_shape("", match.group(2), table, set())
     return None
 
 
-def _insert(sql: str, params: Any, table: str, facts: rows.TableRows) -> frozenset[tuple] | None:
-    match = _INSERT.match(sql)
-    if match is None or _name(match.group(1)) != table or not _only_new_rows(match.group(3)):
+def _filtered_shape(
+    assignments: str, where: str, table: str, assigned: set[str]
+) -> _Filtered | None:
+    before = _placeholders(assignments)
+    terms = _terms(where, table)
+    if before is None or terms is None:
         return None
+    return _Filtered(frozenset(assigned), before, tuple(terms))
+
+
+def _insert(
+    shape: _Insert, params: Any, table: str, facts: rows.TableRows
+) -> frozenset[tuple] | None:
     marks: set[tuple] = {("t", table), ("i", table)}
     if facts.partition_column is None:
         return frozenset(marks)
-    columns = [_name(c) for c in re.findall(_IDENT, match.group(2))]
-    values = _inserted_values(match.group(3), params, columns, facts.partition_column)
+    values = _inserted_values(shape.source, params, list(shape.columns), facts.partition_column)
     if values is None:
         marks.add(("pw", table))
         return frozenset(marks)
@@ -142,25 +200,16 @@ def _inserted_values(source: str, params: Any, columns: list[str], column: str) 
 
 
 def _filtered(
-    assignments: str,
-    where: str,
-    params: Any,
-    table: str,
-    facts: rows.TableRows,
-    assigned: set[str],
+    shape: _Filtered, params: Any, table: str, facts: rows.TableRows
 ) -> frozenset[tuple] | None:
-    """Marks of an UPDATE (``assignments``) or DELETE filtered by ``where``."""
-    before = _placeholders(assignments)
-    if before is None:
+    """Marks of an UPDATE or DELETE of this shape, sent with ``params``."""
+    if shape.before + sum(count for _, count in shape.terms) != len(params):
         return None
-    terms = _terms(where, table)
-    if terms is None or before + sum(len(t[1]) for t in terms) != len(params):
-        return None
-    position = before
+    position = shape.before
     by_column: dict[str, list[Any]] = {}
-    for column, placeholders in terms:
-        values = list(params[position : position + len(placeholders)])
-        position += len(placeholders)
+    for column, count in shape.terms:
+        values = list(params[position : position + count])
+        position += count
         if column not in by_column:  # a later term on the same column only narrows
             by_column[column] = values
     marks: set[tuple] = {("t", table)}
@@ -174,7 +223,7 @@ def _filtered(
     else:
         return None
     if partition is not None:
-        if parts is not None and partition not in assigned:
+        if parts is not None and partition not in shape.assigned:
             marks.update(("p", table, partition, value) for value in parts)
         else:
             marks.add(("pw", table))
@@ -188,8 +237,8 @@ def _canonical_all(kind: str | None, values: list[Any] | None) -> list[str] | No
     return None if None in found else found  # type: ignore[return-value]
 
 
-def _terms(where: str, table: str) -> list[tuple[str, list[str]]] | None:
-    """``[(column, placeholders)]`` of a conjunction of simple terms on ``table``."""
+def _terms(where: str, table: str) -> list[tuple[str, int]] | None:
+    """``[(column, parameters)]`` of a conjunction of simple terms on ``table``."""
     where = where.strip()
     if where.startswith("(") and where.endswith(")") and _closes_at_end(where):
         where = where[1:-1]
@@ -201,7 +250,7 @@ def _terms(where: str, table: str) -> list[tuple[str, list[str]]] | None:
         match = _TERM.match(part.strip())
         if match is None or _name(match.group(1)) != table:
             return None
-        found.append((_name(match.group(2)), ["%s"] * part.count("%s")))
+        found.append((_name(match.group(2)), part.count("%s")))
     return found
 
 

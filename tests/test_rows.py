@@ -303,6 +303,18 @@ def test_recognised_statements(row_granularity, sql, params, expected):
     assert row_statements.changes(sql, params, False, sql.split('"')[1]) == expected
 
 
+def test_a_statement_text_seen_before_answers_for_its_own_parameters(row_granularity):
+    """What the text says is worked out once per text; the rows come from each call's
+    parameters."""
+    sql = 'UPDATE "blog_post" SET "title" = %s WHERE "blog_post"."id" IN (%s, %s)'
+    rows_of = lambda params: row_statements.changes(sql, params, False, "blog_post")  # noqa: E731
+    table = ("t", "blog_post")
+    assert rows_of(("a", 1, 2)) == {table, ("r", "blog_post", "1"), ("r", "blog_post", "2")}
+    assert rows_of(("a", 3, 4)) == {table, ("r", "blog_post", "3"), ("r", "blog_post", "4")}
+    assert rows_of(("a", 3)) is None
+    assert rows_of(("a", 3, 4.0)) is None
+
+
 @pytest.mark.parametrize(
     ("sql", "params"),
     [
