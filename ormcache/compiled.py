@@ -12,14 +12,19 @@ clause's text is the one the shape was remembered with.
 
 The shape is every attribute of the query but its WHERE tree, frozen into a
 hashable value. Only values that compare exactly are frozen (strings, ints,
-bools, None, classes, a model's fields and relations, and the few structures Django builds for
-tables, joins, columns and constants); a query holding anything else, such as an
-expression in its SELECT or ordering, is compiled in full, as before. So is a
+bools, None, classes, a model's fields and relations, and the few structures Django
+builds for tables, joins and columns); a query holding anything else,
+such as an expression in its SELECT list, is compiled in full, as before. So is a
 query Django still has to set up (no table yet) or whose WHERE needs grouping
-(aggregates, windows). A shape is kept only when the full query's parameters end
-with exactly its WHERE clause's: the ones before them come from the SELECT list,
-part of the shape; none can follow, because the clauses after WHERE (grouping,
-ordering by expressions) hold only what the shape refuses or no parameters.
+(aggregates, windows).
+
+Django also reads things outside the query while it compiles: the models'
+``Meta.ordering`` (which may hold expressions, some of them reading the active time
+zone) and each join's extra condition (a ``GenericRelation`` looks its content type
+up). So a shape is kept only when its SQL can owe nothing to them: every parameter
+sits in the WHERE clause (none in the SELECT list, the joins or the ordering), no
+join has an extra condition, and the ordering of every model the query joins is
+plain field names.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from typing import Any
 
 from django.core.exceptions import EmptyResultSet
 from django.db import models
-from django.db.models.expressions import Col, Value
+from django.db.models import ForeignObject
+from django.db.models.expressions import Col
 from django.db.models.fields.reverse_related import ForeignObjectRel
 from django.db.models.sql.datastructures import BaseTable, Join
 
@@ -45,9 +51,9 @@ _MEMO_SIZE = 1024
 _OWN_ATTRIBUTES = frozenset(
     {"query", "connection", "using", "elide_empty", "quote_cache", "where", "having", "qualify"}
 )
-#: Objects frozen by their attributes: what Django builds for tables, joins, columns and
-#: constants. Anything of another class makes the query compile in full.
-_BY_ATTRIBUTES = frozenset({BaseTable, Join, Col, Value})
+#: Objects frozen by their attributes: what Django builds for tables, joins and columns.
+#: Anything of another class makes the query compile in full.
+_BY_ATTRIBUTES = frozenset({BaseTable, Join, Col})
 
 
 @dataclass(frozen=True)
@@ -56,8 +62,6 @@ class Compiled:
 
     sql: str
     where_sql: str
-    #: The parameters before the WHERE clause's (constants in the SELECT list).
-    leading_params: tuple
     state: dict[str, Any]
 
 
@@ -108,7 +112,7 @@ def _freeze(value: Any, seen: dict[int, Any]) -> Any:
             )
         return found
     if isinstance(value, models.Field) and hasattr(value, "model"):
-        return value  # a model's own field: equal only to itself
+        return value  # a model's field: equal to another only with its model and position
     if isinstance(value, (ForeignObjectRel, type)):
         return value  # a relation or a class (a model, an expression's): equal only to itself
     raise _NotFrozen(kind.__name__)
@@ -122,8 +126,11 @@ def shape_of(compiler: Any) -> tuple | None:
         return None  # Django splits such a WHERE into HAVING/QUALIFY while compiling
     if not any(query.alias_refcount.values()):
         return None  # Django adds the base table while compiling
-    if any(type(annotation) not in _BY_ATTRIBUTES for annotation in query.annotations.values()):
-        return None  # an aggregate or a function (count(), aggregate()): said before freezing
+    if any(type(annotation) is not Col for annotation in query.annotations.values()):
+        # An aggregate, a function or a constant (count(), aggregate(), exists()): a
+        # constant is a parameter outside the WHERE clause, and freezing an aggregate
+        # costs about what compiling it does.
+        return None
     seen: dict[int, Any] = {}
     try:
         frozen = tuple(
@@ -170,7 +177,7 @@ def reuse(compiler: Any, shape: tuple) -> tuple[str, tuple] | None:
         return None
     vars(compiler).update(known.state)
     compiler.where, compiler.having, compiler.qualify = compiler.query.where, None, None
-    return known.sql, (*known.leading_params, *where_params)
+    return known.sql, tuple(where_params)
 
 
 def compiled_clone(compiler: Any) -> tuple[Any, frozenset[str] | None]:
@@ -198,19 +205,52 @@ def compile_and_remember(compiler: Any, shape: tuple | None) -> tuple[str, tuple
     before = dict(vars(compiler))
     sql, params = compiler.as_sql()
     known = None
-    leading = len(params) - len(where_params) if where_params is not None else -1
-    if sql and leading >= 0 and list(params[leading:]) == where_params:
+    if where_params is not None and _owes_nothing_else(
+        compiler, sql, params, where_sql, where_params
+    ):
         state = {
             name: value
             for name, value in vars(compiler).items()
             if name not in _OWN_ATTRIBUTES and before.get(name, _FALSE) is not value
         }
-        known = Compiled(sql, where_sql, tuple(params[:leading]), state)
+        known = Compiled(sql, where_sql, state)
     with _memo_lock:
         _memo[shape] = known
         if len(_memo) > _MEMO_SIZE:
             _memo.popitem(last=False)
     return sql, params
+
+
+def _owes_nothing_else(
+    compiler: Any, sql: str, params: Any, where_sql: str, where_params: list[Any]
+) -> bool:
+    """The SQL follows from the shape and the WHERE clause alone (see the module's doc)."""
+    if not sql:
+        return False
+    if where_sql and sql.count(f" WHERE {where_sql}") != 1:
+        return False
+    # Every parameter is the WHERE clause's: none of the SELECT list, a join or the ordering.
+    if len(params) != len(where_params) or any(
+        type(sent) is not type(own) or sent != own
+        for sent, own in zip(params, where_params, strict=True)
+    ):
+        return False
+    models_joined = {compiler.query.model}
+    for table in compiler.query.alias_map.values():
+        if isinstance(table, BaseTable):
+            continue
+        if not isinstance(table, Join) or table.filtered_relation is not None:
+            return False
+        field: Any = table.join_field
+        if isinstance(field, ForeignObjectRel):
+            field = field.field
+        extra = getattr(type(field), "get_extra_restriction", None)
+        if extra is not ForeignObject.get_extra_restriction:
+            return False  # GenericRelation: a content type looked up while compiling
+        models_joined.update((field.model, field.related_model))
+    return all(
+        isinstance(entry, str) for model in models_joined for entry in model._meta.ordering or ()
+    )
 
 
 def forget() -> None:

@@ -9,11 +9,13 @@ and that a hit really skips Django's column setup.
 from unittest import mock
 
 import pytest
-from django.db.models import Count, Q, Value
+from django.contrib.contenttypes.models import ContentType
+from django.db.models import Case, Count, F, Q, Value, When
 from django.db.models.sql.compiler import SQLCompiler
+from django.db.models.sql.where import ExtraWhere
 
 from ormcache import compiled, reads, rows
-from testproject.blog.models import Author, Post
+from testproject.blog.models import Author, Comment, Post, Reaction
 from tests.factories import AuthorFactory, PostFactory, TagFactory
 
 
@@ -191,6 +193,87 @@ def test_reads_sharing_a_shape_answer_for_their_own_values(posts, read, expected
     assert read(posts) == wanted  # hits
     Post.objects.filter(pk=posts[0].pk).update(views=5)  # a write: misses, shapes reused
     assert read(posts) == wanted
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        pytest.param(
+            lambda r: list(
+                Post.objects.alias(v=Value(1))
+                .filter(rating=r)
+                .order_by("v", "id")
+                .values_list("title", flat=True)
+            ),
+            id="a-constant-in-the-ordering",
+        ),
+        pytest.param(
+            lambda r: list(
+                Post.objects.extra(select={"k": "%s"}, select_params=(1,))
+                .filter(rating=r)
+                .order_by("k", "id")
+                .values_list("title", flat=True)
+            ),
+            id="an-extra-select-in-the-ordering",
+        ),
+    ],
+)
+def test_parameters_after_the_where_clause_keep_the_query_out_of_the_shapes(backend, posts, read):
+    """The first read's WHERE value equals the ordering's constant: its parameters end with
+    the WHERE clause's by coincidence, not because nothing follows it."""
+    assert read(1) == ["alpha"]
+    assert read(3) == ["gamma"]
+    assert _column_setups(lambda: read(2)) == 1
+
+
+def test_a_models_ordering_by_an_expression_keeps_its_queries_out_of_the_shapes(
+    backend, posts, monkeypatch
+):
+    """Meta.ordering is read while compiling, not from the query; an expression in it can
+    hold parameters or read the active time zone."""
+    ordering = [Case(When(published=True, then=Value(0)), default=Value(1)), "id"]
+    monkeypatch.setattr(Post._meta, "ordering", ordering)
+
+    def read(rating):
+        return [post.title for post in Post.objects.filter(rating=rating)]
+
+    assert read(1) == ["alpha"]
+    assert read(3) == ["gamma"]
+    compiled.forget()
+    monkeypatch.setattr(Post._meta, "ordering", [F("rating").desc()])  # no parameter
+    read(1)
+    assert _column_setups(lambda: read(2)) == 1
+
+
+def test_a_join_with_a_condition_of_its_own_keeps_the_query_out_of_the_shapes(
+    backend, posts, monkeypatch
+):
+    """A GenericRelation's join looks its content type up while compiling."""
+    post_type = ContentType.objects.get_for_model(Post)
+    comment_type = ContentType.objects.get_for_model(Comment)
+    Reaction.objects.create(content_type=comment_type, object_id=posts[0].pk, kind="x")
+
+    def read():
+        return list(Post.objects.filter(reactions__kind="x").values_list("title", flat=True))
+
+    assert read() == []
+    assert post_type != comment_type
+    field = Post._meta.get_field("reactions")
+    monkeypatch.setattr(field, "get_content_type", lambda: comment_type)
+    assert read() == ["alpha"]
+
+
+def test_a_join_with_a_condition_without_parameters_is_compiled_every_time(
+    backend, posts, monkeypatch
+):
+    field = Post._meta.get_field("reactions")
+    monkeypatch.setattr(field, "get_extra_restriction", lambda *aliases: ExtraWhere(["1 = 1"], []))
+
+    def read():
+        return list(Post.objects.filter(reactions__kind="x").values_list("title", flat=True))
+
+    read()
+    assert _column_setups(read) == 1
 
 
 def test_an_empty_in_list_still_sends_no_sql(backend, posts):
