@@ -136,6 +136,8 @@ def shape_of(compiler: Any) -> tuple | None:
         frozen = tuple(
             [(name, _freeze(value, seen)) for name, value in vars(query).items() if name != "where"]
         )
+        # Read while compiling, from the model: a change of it (a test's) is another shape.
+        ordering = _freeze(tuple(query.get_meta().ordering or ()), seen)
     except _NotFrozen:
         return None
     connection = compiler.connection
@@ -147,6 +149,7 @@ def shape_of(compiler: Any) -> tuple | None:
         type(query),
         type(where),
         frozen,
+        ordering,
     )
 
 

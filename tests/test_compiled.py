@@ -239,10 +239,32 @@ def test_a_models_ordering_by_an_expression_keeps_its_queries_out_of_the_shapes(
 
     assert read(1) == ["alpha"]
     assert read(3) == ["gamma"]
-    compiled.forget()
     monkeypatch.setattr(Post._meta, "ordering", [F("rating").desc()])  # no parameter
     read(1)
     assert _column_setups(lambda: read(2)) == 1
+
+
+def test_an_ordering_by_a_related_models_expression_keeps_the_query_out_of_the_shapes(
+    backend, posts, monkeypatch
+):
+    """``order_by("author")`` orders by the author's Meta.ordering, read while compiling."""
+    monkeypatch.setattr(Author._meta, "ordering", [F("name").desc()])
+
+    def read(rating):
+        return list(Post.objects.filter(rating__gte=rating).order_by("author", "id"))
+
+    assert [post.title for post in read(1)] == ["beta", "gamma", "alpha"]
+    assert _column_setups(lambda: read(2)) == 1
+
+
+def test_a_models_ordering_is_part_of_its_queries_shapes(backend, posts, monkeypatch):
+    def read():
+        return list(Post.objects.filter(published=True).values_list("title", flat=True))
+
+    monkeypatch.setattr(Post._meta, "ordering", ["title"])
+    assert read() == ["alpha", "gamma"]
+    monkeypatch.setattr(Post._meta, "ordering", ["-title"])
+    assert read() == ["gamma", "alpha"]
 
 
 def test_a_join_with_a_condition_of_its_own_keeps_the_query_out_of_the_shapes(
