@@ -19,12 +19,13 @@ query Django still has to set up (no table yet) or whose WHERE needs grouping
 (aggregates, windows).
 
 Django also reads things outside the query while it compiles: the models'
-``Meta.ordering`` (which may hold expressions, some of them reading the active time
-zone) and each join's extra condition (a ``GenericRelation`` looks its content type
-up). So a shape is kept only when its SQL can owe nothing to them: every parameter
-sits in the WHERE clause (none in the SELECT list, the joins or the ordering), no
-join has an extra condition, and the ordering of every model the query joins is
-plain field names.
+``Meta.ordering`` (which may hold expressions), each join's extra condition (a
+``GenericRelation`` looks its content type up) and the active time zone (``__hour``
+in an ordering). The shape holds the model's ordering and the time zone; and a shape
+is kept only when its SQL can owe nothing to the rest: every parameter sits in the
+WHERE clause (none in the SELECT list, the joins or the ordering), no join has an
+extra condition, and every model the query joins orders by field names, checked again
+before each reuse.
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import EmptyResultSet
 from django.db import models
 from django.db.models import ForeignObject
 from django.db.models.expressions import Col
 from django.db.models.fields.reverse_related import ForeignObjectRel
 from django.db.models.sql.datastructures import BaseTable, Join
+from django.utils import timezone
 
 try:  # Django >= 4.2 signals "no WHERE needed" with FullResultSet.
     from django.core.exceptions import FullResultSet
@@ -63,6 +66,8 @@ class Compiled:
     sql: str
     where_sql: str
     state: dict[str, Any]
+    #: The Meta.ordering of each model joined, as compiled (read from the models).
+    orderings: tuple[tuple[Any, tuple[str, ...]], ...] = ()
 
 
 _memo: OrderedDict[tuple, Compiled | None] = OrderedDict()
@@ -142,6 +147,9 @@ def shape_of(compiler: Any) -> tuple | None:
         return None
     connection = compiler.connection
     return (
+        # Lookups such as ``__date`` or ``__hour`` in an ordering convert to the active
+        # time zone while compiling; some backends write its name into the SQL text.
+        timezone.get_current_timezone_name() if settings.USE_TZ else None,
         type(compiler),
         connection.alias,
         connection.vendor,
@@ -178,6 +186,8 @@ def reuse(compiler: Any, shape: tuple) -> tuple[str, tuple] | None:
         return None
     if where_sql != known.where_sql:
         return None
+    if any(tuple(model._meta.ordering or ()) != ordering for model, ordering in known.orderings):
+        return None
     vars(compiler).update(known.state)
     compiler.where, compiler.having, compiler.qualify = compiler.query.where, None, None
     return known.sql, tuple(where_params)
@@ -208,15 +218,23 @@ def compile_and_remember(compiler: Any, shape: tuple | None) -> tuple[str, tuple
     before = dict(vars(compiler))
     sql, params = compiler.as_sql()
     known = None
-    if where_params is not None and _owes_nothing_else(
-        compiler, sql, params, where_sql, where_params
-    ):
+    joined = (
+        _models_if_owing_nothing_else(compiler, sql, params, where_sql, where_params)
+        if where_params is not None
+        else None
+    )
+    if joined is not None:
         state = {
             name: value
             for name, value in vars(compiler).items()
             if name not in _OWN_ATTRIBUTES and before.get(name, _FALSE) is not value
         }
-        known = Compiled(sql, where_sql, state)
+        orderings = tuple(
+            (model, tuple(model._meta.ordering or ()))
+            for model in joined
+            if model is not compiler.query.model  # its ordering is in the shape
+        )
+        known = Compiled(sql, where_sql, state, orderings)
     with _memo_lock:
         _memo[shape] = known
         if len(_memo) > _MEMO_SIZE:
@@ -224,35 +242,48 @@ def compile_and_remember(compiler: Any, shape: tuple | None) -> tuple[str, tuple
     return sql, params
 
 
-def _owes_nothing_else(
+def _models_if_owing_nothing_else(
     compiler: Any, sql: str, params: Any, where_sql: str, where_params: list[Any]
-) -> bool:
-    """The SQL follows from the shape and the WHERE clause alone (see the module's doc)."""
+) -> set[Any] | None:
+    """The models the query joins, if its SQL follows from the shape and the WHERE
+    clause alone (see the module's doc); None if it may not."""
     if not sql:
-        return False
+        return None
     if where_sql and sql.count(f" WHERE {where_sql}") != 1:
-        return False
+        return None
     # Every parameter is the WHERE clause's: none of the SELECT list, a join or the ordering.
     if len(params) != len(where_params) or any(
         type(sent) is not type(own) or sent != own
         for sent, own in zip(params, where_params, strict=True)
     ):
-        return False
-    models_joined = {compiler.query.model}
+        return None
+    joined = {compiler.query.model}
     for table in compiler.query.alias_map.values():
         if isinstance(table, BaseTable):
             continue
         if not isinstance(table, Join) or table.filtered_relation is not None:
-            return False
+            return None
+        if _has_a_condition_of_its_own(table.join_field):
+            return None  # GenericRelation: a content type looked up while compiling
         field: Any = table.join_field
         if isinstance(field, ForeignObjectRel):
             field = field.field
-        extra = getattr(type(field), "get_extra_restriction", None)
-        if extra is not ForeignObject.get_extra_restriction:
-            return False  # GenericRelation: a content type looked up while compiling
-        models_joined.update((field.model, field.related_model))
-    return all(
-        isinstance(entry, str) for model in models_joined for entry in model._meta.ordering or ()
+        joined.update((field.model, field.related_model))
+    plain = all(isinstance(entry, str) for model in joined for entry in model._meta.ordering or ())
+    return joined if plain else None
+
+
+def _has_a_condition_of_its_own(join_field: Any) -> bool:
+    """The join adds a condition of its own to its ON clause (``get_extra_restriction``
+    overridden by the field's class, the relation's class or on the field itself)."""
+    field = join_field
+    if isinstance(join_field, ForeignObjectRel):
+        if type(join_field).get_extra_restriction is not ForeignObjectRel.get_extra_restriction:
+            return True
+        field = join_field.field
+    extra = getattr(type(field), "get_extra_restriction", None)
+    return extra is not ForeignObject.get_extra_restriction or (
+        "get_extra_restriction" in vars(field)
     )
 
 

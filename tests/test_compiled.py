@@ -6,13 +6,17 @@ own values, that queries which differ outside the WHERE clause never share a sha
 and that a hit really skips Django's column setup.
 """
 
+import datetime
 from unittest import mock
 
 import pytest
+from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
+from django.db import connections
 from django.db.models import Case, Count, F, Q, Value, When
 from django.db.models.sql.compiler import SQLCompiler
 from django.db.models.sql.where import ExtraWhere
+from django.utils import timezone
 
 from ormcache import compiled, reads, rows
 from testproject.blog.models import Author, Comment, Post, Reaction
@@ -257,6 +261,47 @@ def test_an_ordering_by_a_related_models_expression_keeps_the_query_out_of_the_s
     assert _column_setups(lambda: read(2)) == 1
 
 
+def test_the_active_time_zone_is_part_of_the_shape(backend, posts, monkeypatch):
+    """An ``__hour`` in the ordering converts to the active time zone while compiling.
+    SQLite and PostgreSQL pass the zone as a parameter (no shape is kept then); MySQL
+    and Oracle write it into the SQL text, or leave it out for the connection's own zone,
+    which is what this backend is made to do here."""
+    connection = connections[backend.db_alias]
+    operations = type(connection.ops)
+    extract = operations.datetime_extract_sql
+
+    def like_mysql(self, lookup_type, sql, params, tzname):
+        if settings.USE_TZ and tzname and tzname != self.connection.timezone_name:
+            return extract(self, lookup_type, sql, params, tzname)
+        return f"django_datetime_extract('{lookup_type}', {sql}, NULL, NULL)", params
+
+    if connection.vendor != "sqlite":
+        pytest.skip("the stand-in for MySQL's extract is SQLite's function")
+    monkeypatch.setattr(operations, "datetime_extract_sql", like_mysql)
+    for title, hour in (("alpha", 10), ("beta", 15), ("gamma", 20)):
+        when = datetime.datetime(2024, 1, 1, hour, tzinfo=datetime.timezone.utc)
+        Post.objects.filter(title=title).update(pub_date=when)
+
+    def read(rating):
+        posts = Post.objects.filter(rating__gte=rating).order_by("pub_date__hour", "id")
+        return [post.title for post in posts]
+
+    assert read(2) == ["beta", "gamma"]  # compiled, and its shape kept, in UTC
+    with timezone.override("Asia/Tokyo"):  # 19:00, 00:00 and 05:00 there
+        assert read(1) == ["beta", "gamma", "alpha"]
+
+
+def test_a_joined_models_ordering_is_checked_before_its_shape_is_reused(
+    backend, posts, monkeypatch
+):
+    def read(rating):
+        return [post.title for post in Post.objects.filter(rating__gte=rating).order_by("author")]
+
+    assert read(1) == ["alpha", "beta", "gamma"]  # Ann, then Bob's two by Meta.ordering
+    monkeypatch.setattr(Author._meta, "ordering", ["-name"])
+    assert read(0)[0] in ("beta", "gamma")
+
+
 def test_a_models_ordering_is_part_of_its_queries_shapes(backend, posts, monkeypatch):
     def read():
         return list(Post.objects.filter(published=True).values_list("title", flat=True))
@@ -288,13 +333,14 @@ def test_a_join_with_a_condition_of_its_own_keeps_the_query_out_of_the_shapes(
 def test_a_join_with_a_condition_without_parameters_is_compiled_every_time(
     backend, posts, monkeypatch
 ):
-    field = Post._meta.get_field("reactions")
+    """A condition of the join's own, here set on the foreign key itself."""
+    field = Post._meta.get_field("author")
     monkeypatch.setattr(field, "get_extra_restriction", lambda *aliases: ExtraWhere(["1 = 1"], []))
 
     def read():
-        return list(Post.objects.filter(reactions__kind="x").values_list("title", flat=True))
+        return list(Post.objects.filter(author__name="Ann").values_list("title", flat=True))
 
-    read()
+    assert read() == ["alpha"]
     assert _column_setups(read) == 1
 
 
