@@ -65,9 +65,12 @@ def remember(results: list[Any], hit: tuple[str, dict[str, Any]]) -> None:
     """Mark the instances built from a cache hit (and their select_related objects)."""
     db_alias, tokens = hit
     per_class: dict[type, dict[str, Any] | None] = {}
+    # Objects reached again are skipped: a reverse one-to-one select_related caches each
+    # side on the other (post.featuredpost.post_ptr is post), a cycle.
+    seen: set[int] = set()
     for instance in results:
         if isinstance(instance, Model):
-            _mark(instance, db_alias, tokens, per_class)
+            _mark(instance, db_alias, tokens, per_class, seen)
 
 
 #: (model, db alias) -> its fixed keys, its own keys and their row-key prefixes, or None
@@ -111,8 +114,15 @@ def _own_tokens(model: Any, db_alias: str, tokens: dict[str, Any]) -> dict[str, 
 
 
 def _mark(
-    instance: Model, db_alias: str, tokens: dict[str, Any], per_class: dict[type, Any]
+    instance: Model,
+    db_alias: str,
+    tokens: dict[str, Any],
+    per_class: dict[type, Any],
+    seen: set[int],
 ) -> None:
+    if id(instance) in seen:
+        return
+    seen.add(id(instance))
     model = type(instance)
     if model not in per_class:  # worked out once per model and read, not per row
         per_class[model] = _own_tokens(model, db_alias, tokens)
@@ -125,7 +135,7 @@ def _mark(
     if fields_cache:
         for related in fields_cache.values():
             if isinstance(related, Model):
-                _mark(related, db_alias, tokens, per_class)
+                _mark(related, db_alias, tokens, per_class, seen)
 
 
 def check_before_save(

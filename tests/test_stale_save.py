@@ -122,3 +122,24 @@ def test_second_save_after_a_successful_one_is_not_checked(backend, post):
         instance.rating = 3
         instance.save()
     assert Post.objects.get(pk=post.pk).rating == 3
+
+
+def test_reverse_one_to_one_select_related_is_served_and_guarded(backend):
+    """Each side of a reverse one-to-one select_related holds the other (a cycle): a hit
+    must still build them, and the child it carries is guarded like any other."""
+    from testproject.blog.models import FeaturedPost
+    from tests.factories import FeaturedPostFactory
+
+    featured = FeaturedPostFactory(title="featured")
+    read = lambda: Post.objects.select_related("featuredpost").get(pk=featured.pk)  # noqa: E731
+    read()
+    with backend.settings(MODELS={"blog.*": {"stale_save": "raise"}}):
+        with backend.queries() as captured:
+            served = read()
+        assert captured.captured_queries == [], "expected a hit"
+        child = served.featuredpost
+        assert child.post_ptr is served and child.title == "featured"
+        FeaturedPost.objects.filter(pk=featured.pk).update(headline="changed elsewhere")
+        child.rating = 5
+        with pytest.raises(StaleObjectError):
+            child.save()
