@@ -255,8 +255,8 @@ def _aggregation_signature(query: Query, using: str, aggregate_exprs: dict[str, 
     Django builds the real aggregation query inside ``get_aggregation`` (possibly
     around a subquery) and runs it at once, so we identify the request by what
     determines its result: the query with the joins the aggregates need, and the
-    SQL of each aggregate resolved against it. The same text means the same
-    result; a different request can only make a different text.
+    SQL of each aggregate resolved against it, with the field it converts to. The same
+    text means the same result; a different request can only make a different text.
     """
     probe = query.clone()
     resolved = {
@@ -268,10 +268,18 @@ def _aggregation_signature(query: Query, using: str, aggregate_exprs: dict[str, 
     parts, all_params = [sql], list(params)
     for alias, expression in resolved.items():
         expression_sql, expression_params = compiler.compile(expression)
-        parts.append(f"{alias}={expression_sql}")
+        # The output field decides how Django converts the value (Sum(..., output_field=
+        # FloatField()) has Sum(...)'s SQL), and the cache holds converted values.
+        parts.append(f"{alias}={expression_sql} AS {_field_signature(expression.output_field)}")
         all_params.extend(expression_params)
     from_aliases = getattr(compiler, "from_aliases", None)
     return "\n".join(parts), tuple(all_params), probe, list(resolved.values()), from_aliases
+
+
+def _field_signature(field: Any) -> str:
+    """A field's class and arguments: two fields that convert alike share it."""
+    _name, path, args, kwargs = field.deconstruct()
+    return f"{path}{args!r}{sorted(kwargs.items())!r}"
 
 
 class CachedQuerySetMixin:

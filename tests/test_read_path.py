@@ -2,7 +2,7 @@
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.db.models import Avg, Count, F, Max, Q, Sum
+from django.db.models import Avg, Count, F, FloatField, Max, Q, Sum
 
 from testproject.blog.models import Author, Comment, FeaturedPost, Post, Tag
 from tests.factories import (
@@ -137,6 +137,21 @@ def test_empty_in_filter_needs_no_query(blog, backend):
     with backend.queries() as captured:
         assert list(Post.objects.filter(pk__in=[])) == []
     assert captured.captured_queries == []
+
+
+@pytest.mark.parametrize(
+    "over",
+    [lambda: Post.objects.distinct(), lambda: Post.objects.order_by("id")[:5]],
+    ids=["distinct", "slice"],
+)
+def test_aggregates_with_another_output_field_are_not_shared(blog, backend, over):
+    """Sum(x) and Sum(x, output_field=FloatField()) have the same SQL; the subquery form
+    of aggregate() caches converted values, so each must get its own entry."""
+    as_int = over().aggregate(s=Sum("rating"))
+    as_float = over().aggregate(s=Sum("rating", output_field=FloatField()))
+    assert type(as_int["s"]) is int and type(as_float["s"]) is float
+    assert as_float["s"] == as_int["s"]
+    assert_served_from_cache(backend, lambda: over().aggregate(s=Sum("rating")))
 
 
 class TestAsync:
