@@ -311,7 +311,7 @@ class CachedQuerySetMixin:
             finally:
                 stale.last_hit.reset(token)
             if hit is not None:
-                stale.remember(rows, hit)
+                stale.remember(rows, hit, self._known_related_objects)  # type: ignore[attr-defined]
         if self._prefetch_related_lookups and not self._prefetch_done:  # type: ignore[attr-defined]
             self._prefetch_related_objects()  # type: ignore[attr-defined]
 

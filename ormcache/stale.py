@@ -61,13 +61,24 @@ def version_keys_for(db_alias: str, model_tables: Any, *, fixed: bool = False) -
     return version_keys_for(db_alias, model_tables, fixed=fixed)
 
 
-def remember(results: list[Any], hit: tuple[str, dict[str, Any]]) -> None:
-    """Mark the instances built from a cache hit (and their select_related objects)."""
+def remember(
+    results: list[Any],
+    hit: tuple[str, dict[str, Any]],
+    known_related: dict[Any, dict[Any, Any]] | None = None,
+) -> None:
+    """Mark the instances built from a cache hit (and their select_related objects).
+
+    ``known_related`` (a queryset's ``_known_related_objects``: the instance a related
+    manager was called on) holds objects this read did not build; they keep their own
+    mark, or none: the hit's tokens say nothing about their values.
+    """
     db_alias, tokens = hit
     per_class: dict[type, dict[str, Any] | None] = {}
     # Objects reached again are skipped: a reverse one-to-one select_related caches each
     # side on the other (post.featuredpost.post_ptr is post), a cycle.
-    seen: set[int] = set()
+    seen: set[int] = {
+        id(instance) for by_pk in (known_related or {}).values() for instance in by_pk.values()
+    }
     for instance in results:
         if isinstance(instance, Model):
             _mark(instance, db_alias, tokens, per_class, seen)

@@ -143,3 +143,31 @@ def test_reverse_one_to_one_select_related_is_served_and_guarded(backend):
         child.rating = 5
         with pytest.raises(StaleObjectError):
             child.save()
+
+
+def test_related_manager_hit_leaves_the_parents_mark_alone(backend, post):
+    """``post.comments.all()`` hands each comment ``post`` itself: a hit on the comments
+    must neither vouch for the post's values (its own mark stays) nor mark a post read
+    from the database with values it never read."""
+    from tests.factories import CommentFactory
+
+    CommentFactory(post=post)
+
+    def comments_hit(of):
+        list(of.comments.all())
+        with backend.queries() as captured:
+            list(of.comments.all())
+        assert captured.captured_queries == [], "expected a hit"
+
+    with backend.settings(MODELS={"blog.*": {"stale_save": "raise"}}):
+        stale = cached_copy(backend, post.pk)
+        Post.objects.filter(pk=post.pk).update(title="changed elsewhere")
+        comments_hit(stale)  # stale is the comments' known related object
+        stale.rating = 5
+        with pytest.raises(StaleObjectError):
+            stale.save()
+        fresh = Post.objects.nocache().get(pk=post.pk)
+        fresh.title = "edited here"
+        comments_hit(fresh)  # fresh stays unmarked: the hit did not read its values
+        fresh.save()  # not stale: nobody changed the row since fresh was read
+    assert Post.objects.get(pk=post.pk).title == "edited here"
