@@ -41,4 +41,7 @@ def watch_connection(sender: Any = None, connection: Any = None, **kwargs: Any) 
     from .invalidation import watch_writes
 
     if watch_writes not in connection.execute_wrappers:
-        connection.execute_wrappers.append(watch_writes)
+        # First in the list, not last: a connection opened inside a user's
+        # ``with connection.execute_wrapper(w):`` would otherwise put us after ``w``,
+        # and the block's exit (a plain ``pop()``) would remove us instead of ``w``.
+        connection.execute_wrappers.insert(0, watch_writes)

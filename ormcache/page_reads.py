@@ -174,7 +174,7 @@ def watch_connections() -> None:
 
 def _watch(connection: Any) -> None:
     if watch_sql not in connection.execute_wrappers:
-        connection.execute_wrappers.append(watch_sql)
+        connection.execute_wrappers.insert(0, watch_sql)  # first: see apps.watch_connection
 
 
 def _on_connection_created(sender: Any = None, connection: Any = None, **kwargs: Any) -> None:

@@ -54,6 +54,8 @@ def changes(sql: str, params: Any, many: bool, table: str) -> frozenset[tuple] |
     if facts.pk_column is None and facts.partition_column is None:
         return None
     if many:
+        if not isinstance(params, (list, tuple)):
+            return None  # an iterator (executemany takes them): reading it here would empty it
         found: set[tuple] = set()
         for each in params or ():
             one = _changes(sql, each, table, facts)

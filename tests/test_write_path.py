@@ -136,6 +136,22 @@ def test_raw_sql_through_connection_cursor(backend, post):
     assert titles() == ["raw"]
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        'UPDATE "blog_post" SET "title" = %s WHERE "blog_post"."id" = %s',
+        "update blog_post set title = %s where id = %s",
+    ],
+)
+def test_executemany_with_an_iterator_writes_every_row(backend, post, sql):
+    """executemany() takes an iterator: ormcache must not use it up before the database."""
+    other = PostFactory(title="other")
+    assert_served_from_cache(backend, titles)
+    with connections[backend.db_alias].cursor() as cursor:
+        cursor.executemany(sql, (row for row in [["one", post.pk], ["two", other.pk]]))
+    assert titles() == ["one", "two"]
+
+
 def test_raw_sql_the_parser_cannot_name_invalidates_everything(backend, post):
     assert_served_from_cache(backend, titles)
     with connections[backend.db_alias].cursor() as cursor:
@@ -189,3 +205,29 @@ def test_writes_to_unrelated_tables_keep_entries(backend, post):
     with backend.queries() as captured:
         titles()
     assert captured.captured_queries == []
+
+
+def test_a_connection_opened_inside_a_users_execute_wrapper_keeps_the_watcher(backend, post):
+    """Django's ``execute_wrapper()`` block pops the last wrapper on exit: ormcache's,
+    if the connection opened (and ormcache attached itself) inside the block."""
+    from django.db.backends.signals import connection_created
+
+    connection = connections[backend.db_alias]
+    saved = list(connection.execute_wrappers)
+    seen = []
+
+    def logger(execute, sql, params, many, context):
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    try:
+        connection.execute_wrappers.clear()  # as on a connection object never used yet
+        with connection.execute_wrapper(logger):
+            # What Django sends when it opens the connection inside the block.
+            connection_created.send(sender=type(connection), connection=connection)
+            assert_served_from_cache(backend, titles)
+        assert logger not in connection.execute_wrappers
+        Post.objects.filter(pk=post.pk).update(title="after")
+        assert titles() == ["after"]
+    finally:
+        connection.execute_wrappers[:] = saved
