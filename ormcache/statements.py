@@ -49,13 +49,23 @@ def _unquote(name: str) -> str:
     return last.lower()
 
 
+#: What may hold a ";" that does not end a statement: string literals, quoted names
+#: and comments.
+_NOT_CODE = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/", re.S)
+#: EXPLAIN ANALYZE runs the statement it explains (PostgreSQL, MySQL).
+_EXPLAIN_ANALYZE = re.compile(r"^\s*EXPLAIN\b[^;]*?\bANALY[SZ]E\b", re.I)
+
+
 def _one_statement(sql: str) -> bool:
-    body = sql.strip().rstrip(";")
+    body = _NOT_CODE.sub(" ", sql).strip().rstrip(";")
     return ";" not in body
 
 
 def tables_written(sql: str) -> frozenset[str]:
     """The tables ``sql`` writes: NOTHING for reads, EVERYTHING when unsure."""
+    if ";" in sql and not _one_statement(sql):
+        # "SELECT 1; UPDATE t ...", "SET ...; DELETE ...": the head names only the first.
+        return EVERYTHING
     # Compound queries start with a parenthesis: "(SELECT ...) UNION (SELECT ...)".
     head = sql.lstrip(" \t\r\n(")[:10].upper()
     if head.startswith(("SELECT", "WITH")):
@@ -64,9 +74,9 @@ def tables_written(sql: str) -> frozenset[str]:
             return NOTHING
         return EVERYTHING
     if _READ_ONLY.match(sql):
+        if head.startswith("EXPLAIN") and _EXPLAIN_ANALYZE.match(sql) and _WRITE_WORDS.search(sql):
+            return EVERYTHING
         return NOTHING
-    if not _one_statement(sql):
-        return EVERYTHING
     for pattern in _HEADS:
         match = pattern.match(sql)
         if match:

@@ -29,6 +29,22 @@ from ormcache.statements import EVERYTHING, NOTHING, tables_written
         ("WITH d AS (DELETE FROM a RETURNING *) SELECT * FROM d", EVERYTHING),
         ("WITH q AS (SELECT 1) SELECT * FROM q", NOTHING),
         ("DELETE FROM a; DELETE FROM b", EVERYTHING),
+        # Several statements: the head names only the first one's.
+        ("SELECT 1; UPDATE blog_post SET title = 'x'", EVERYTHING),
+        ("SET search_path TO public; UPDATE blog_post SET title = 'x'", EVERYTHING),
+        ("VALUES (1); DELETE FROM blog_post", EVERYTHING),
+        ("PREPARE q AS UPDATE blog_post SET title = 'x'; EXECUTE q", EVERYTHING),
+        ("EXECUTE q", EVERYTHING),
+        # A ";" in a literal, a quoted name or a comment ends nothing; nor does a last one.
+        ("SELECT * FROM blog_post WHERE title = 'a;b'", NOTHING),
+        ('SELECT "odd;name" FROM t -- ; drop', NOTHING),
+        ("SELECT 1 /* ; */;", NOTHING),
+        ("UPDATE t SET a = 'x;y' WHERE id = 1;", {"t"}),
+        # EXPLAIN ANALYZE runs the statement; plain EXPLAIN does not.
+        ("EXPLAIN ANALYZE UPDATE blog_post SET title = 'x'", EVERYTHING),
+        ("EXPLAIN (ANALYZE, BUFFERS) DELETE FROM blog_post", EVERYTHING),
+        ("EXPLAIN UPDATE blog_post SET title = 'x'", NOTHING),
+        ("EXPLAIN ANALYZE SELECT * FROM blog_post", NOTHING),
         ("COPY t FROM STDIN", EVERYTHING),
     ],
 )
