@@ -35,7 +35,9 @@ def _registry() -> tuple[dict[str, tuple[Any, ...]], dict[str, frozenset[str]]]:
             remote = getattr(field, "remote_field", None)
             if remote is not None and getattr(remote, "on_delete", None) in db_actions:
                 parent = remote.model._meta.db_table
-                db_children.setdefault(parent, set()).add(opts.db_table)
+                # By lower-cased name, like version keys: SQLite and unquoted
+                # PostgreSQL names ignore case, so raw SQL may spell it otherwise.
+                db_children.setdefault(parent.lower(), set()).add(opts.db_table)
     return (
         {table: tuple(found) for table, found in by_table.items()},
         _closure(db_children),
@@ -48,7 +50,7 @@ def _closure(children: dict[str, set[str]]) -> dict[str, frozenset[str]]:
         seen: set[str] = set()
         stack = [table]
         while stack:
-            for child in children.get(stack.pop(), ()):
+            for child in children.get(stack.pop().lower(), ()):
                 if child not in seen:
                     seen.add(child)
                     stack.append(child)
@@ -76,7 +78,7 @@ def labels_for_tables(tables: Any) -> tuple[str, ...]:
 
 def database_cascades(table: str) -> frozenset[str]:
     """Tables the database itself writes when rows of ``table`` are deleted."""
-    return _registry()[1].get(table, frozenset())
+    return _registry()[1].get(table.lower(), frozenset())
 
 
 def tables_of_model(model: Any) -> set[str]:

@@ -9,6 +9,7 @@ from django.db import connections, models
 from django.test.utils import isolate_apps
 
 from testproject.blog.models import Author, Comment, FeaturedPost, Post, PublishedPost, Tag
+from tests.conftest import BACKEND_PAIRS
 from tests.factories import CommentFactory, FeaturedPostFactory, PostFactory, TagFactory
 from tests.helpers import assert_served_from_cache
 
@@ -166,3 +167,17 @@ def test_database_set_null(backend):
     )
     Newsletter.objects.filter(pk=newsletter.pk).delete()
     assert Subscriber.objects.get(pk=subscriber.pk).newsletter_id is None
+
+
+@needs_database_on_delete
+@pytest.mark.parametrize("backend", BACKEND_PAIRS[:1], indirect=True)  # SQLite ignores case
+def test_database_cascade_of_a_raw_delete_that_spells_the_table_otherwise(backend):
+    """SQLite names ignore case even quoted: the cascade is looked up like version keys."""
+    from testproject.blog.models import Newsletter, NewsletterIssue
+
+    newsletter = Newsletter.objects.create(name="weekly")
+    NewsletterIssue.objects.create(newsletter=newsletter, subject="#1")
+    assert_served_from_cache(backend, lambda: NewsletterIssue.objects.count())
+    with connections[backend.db_alias].cursor() as cursor:
+        cursor.execute('DELETE FROM "BLOG_NEWSLETTER" WHERE "id" = %s', [newsletter.pk])
+    assert NewsletterIssue.objects.count() == 0
