@@ -229,6 +229,22 @@ def _check_cache(raw: dict[str, Any]) -> list[Any]:
             )
         ]
     backend = caches[alias].get("BACKEND", "")
+    options = caches[alias].get("OPTIONS") or {}
+    ignores = options.get(
+        "IGNORE_EXCEPTIONS", getattr(settings, "DJANGO_REDIS_IGNORE_EXCEPTIONS", False)
+    )
+    if backend.startswith("django_redis.") and ignores:
+        return [
+            _error(
+                25,
+                f"ormcache's cache {alias!r} has django-redis's IGNORE_EXCEPTIONS on: a "
+                "version bump Redis refuses (down, or out of memory) would look delivered, "
+                "and every process would go on serving what the write changed.",
+                "ormcache already fails open on its own (the database answers while the "
+                "cache is down, and lost bumps are made up for). Turn IGNORE_EXCEPTIONS off "
+                "for this alias, or give ormcache its own alias in CACHES and ORMCACHE['CACHE'].",
+            )
+        ]
     if backend in _LOCAL_BACKENDS:
         return [
             Warning(

@@ -69,6 +69,28 @@ def test_locmem_is_a_warning():
     assert ids({"CACHE": "default"}, caches=LOCMEM) == ["ormcache.W001"]
 
 
+@pytest.mark.parametrize(
+    "options, global_setting, expected",
+    [
+        ({"IGNORE_EXCEPTIONS": True}, False, ["ormcache.E025"]),
+        ({}, True, ["ormcache.E025"]),
+        ({"IGNORE_EXCEPTIONS": False}, True, []),  # the alias's own option wins
+        ({}, False, []),
+    ],
+)
+def test_django_redis_ignoring_exceptions_is_an_error(options, global_setting, expected):
+    """A bump Redis refuses must raise: with IGNORE_EXCEPTIONS it would look delivered."""
+    caches = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": options,
+        }
+    }
+    with override_settings(DJANGO_REDIS_IGNORE_EXCEPTIONS=global_setting):
+        assert ids({"CACHE": "default"}, caches=caches) == expected
+
+
 def test_no_setting_at_all_uses_the_default_cache():
     from django.conf import settings
 
