@@ -32,6 +32,7 @@ from . import (
     conf,
     keys,
     purge,
+    reads,
     row_statements,
     rows,
     signals,
@@ -50,6 +51,7 @@ def watch_writes(execute: Any, sql: str, params: Any, many: bool, context: Any) 
     transaction.settle(connection)
     written = statements.tables_written(sql) if isinstance(sql, str) else statements.EVERYTHING
     if not written:
+        reads.note_statement(connection, sql)  # SET TRANSACTION ISOLATION LEVEL ...
         return execute(sql, params, many, context)
     marks = _marks(sql, params, many, written)
     if not transaction.in_user_transaction(connection):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -499,9 +500,22 @@ def _store(
 
 
 def _sees_a_snapshot(connection: Any) -> bool:
-    """True for REPEATABLE READ / SERIALIZABLE: the rows may be older than committed data."""
+    """True when a transaction reads a snapshot (REPEATABLE READ, SERIALIZABLE, SQLite in
+    WAL mode): its rows may be older than committed data, so the cache must not take them.
+
+    Seen from Django's ``OPTIONS``, from the server's default (PostgreSQL), from the SQL
+    that set it (``note_statement``) and from SQLite's journal mode.
+    """
+    if connection.vendor == "sqlite":
+        return _per_connection(connection, "wal", _sqlite_in_wal_mode)
+    if _per_connection(connection, "set by SQL", lambda raw: False):
+        return True
     level = getattr(connection, "isolation_level", None)
     if connection.vendor == "postgresql":
+        if "isolation_level" not in (connection.settings_dict.get("OPTIONS") or {}):
+            # Django says READ COMMITTED but leaves the level to the server's default,
+            # which ALTER DATABASE/ROLE ... SET default_transaction_isolation may have set.
+            return _per_connection(connection, "default", _postgresql_default_is_a_snapshot)
         try:
             from psycopg import IsolationLevel
 
@@ -514,6 +528,54 @@ def _sees_a_snapshot(connection: Any) -> bool:
             "serializable",
         )
     return False
+
+
+_SNAPSHOT_SQL = re.compile(
+    r"\b(?:ISOLATION\s+LEVEL\s+(?:REPEATABLE|SERIALIZABLE)|"
+    r"(?:DEFAULT_)?TRANSACTION_ISOLATION\b[^;]*(?:REPEATABLE|SERIALIZABLE))",
+    re.I,
+)
+
+
+def note_statement(connection: Any, sql: str) -> None:
+    """Called with every statement that writes no table: remember one that sets a snapshot
+    isolation level (``SET TRANSACTION ISOLATION LEVEL ...``, ``BEGIN ISOLATION LEVEL
+    ...``, ``SET SESSION CHARACTERISTICS ...``), for the rest of the connection."""
+    if sql[:24].lstrip()[:3].upper() in ("SET", "BEG", "STA") and _SNAPSHOT_SQL.search(sql):
+        facts = connection.__dict__.setdefault("_ormcache_facts", {})
+        facts["set by SQL"] = (connection.connection, True)
+
+
+def _per_connection(connection: Any, name: str, find: Callable[[Any], bool]) -> bool:
+    """A fact about the open database connection, worked out once per connection."""
+    facts = connection.__dict__.setdefault("_ormcache_facts", {})
+    raw = connection.connection
+    known = facts.get(name)
+    if known is not None and known[0] is raw:  # the object: ids of closed ones are reused
+        return known[1]
+    try:
+        found = find(raw)
+    except Exception:  # cannot tell (an aborted transaction...): the database answers
+        return True
+    facts[name] = (raw, found)
+    return found
+
+
+def _sqlite_in_wal_mode(raw: Any) -> bool:
+    # In WAL mode a transaction reads the database as of its first read, while other
+    # connections commit; in the other modes its shared lock holds their commits back.
+    mode = raw.execute("PRAGMA journal_mode").fetchone()[0]
+    return str(mode).lower() == "wal"
+
+
+def _postgresql_default_is_a_snapshot(raw: Any) -> bool:
+    cursor = raw.cursor()
+    try:
+        cursor.execute("SHOW default_transaction_isolation")
+        level = cursor.fetchone()[0]
+    finally:
+        cursor.close()
+    return str(level).lower() in ("repeatable read", "serializable")
 
 
 class disabled:

@@ -198,6 +198,110 @@ def test_snapshot_isolation_results_are_never_stored():
         connection.close()
 
 
+def _pg_backend_in_a_transaction(connection_options, body):
+    """Run ``body(backend, post)`` on PostgreSQL with extra connection OPTIONS."""
+    from django.conf import settings
+    from django.db import connections
+
+    if "pg" not in settings.DATABASES:
+        pytest.skip("PostgreSQL is not configured (scripts/test starts it)")
+    from tests.conftest import Backend
+    from tests.routing import current_alias
+
+    connection = connections["pg"]
+    options = connection.settings_dict.setdefault("OPTIONS", {})
+    saved = dict(options)
+    options.update(connection_options)
+    connection.close()
+    token = current_alias.set("pg")
+    try:
+        backend = Backend("pg", "redis")
+        with backend.settings():
+            backend.cache.clear()
+            body(backend, PostFactory())
+    finally:
+        current_alias.reset(token)
+        options.clear()
+        options.update(saved)
+        connection.close()
+
+
+def _reads_in_the_transaction_query(backend, post, begin_sql=None):
+    from django.db import connections
+
+    with transaction.atomic(using="pg"):
+        if begin_sql:
+            with connections["pg"].cursor() as cursor:
+                cursor.execute(begin_sql)
+        for _ in range(2):
+            with backend.queries() as captured:
+                title(post.pk)
+            assert len(captured.captured_queries) == 1, "a snapshot's rows were cached"
+
+
+@pytest.mark.django_db(transaction=True, databases=["pg"])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+        "set transaction isolation level serializable",
+        "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+        "SET default_transaction_isolation = 'serializable'",
+    ],
+)
+def test_snapshot_isolation_set_by_sql_is_seen(sql):
+    def body(backend, post):
+        _reads_in_the_transaction_query(backend, post, begin_sql=sql)
+
+    _pg_backend_in_a_transaction({}, body)
+
+
+@pytest.mark.django_db(transaction=True, databases=["pg"])
+def test_snapshot_isolation_as_the_servers_default_is_seen():
+    """ALTER DATABASE/ROLE ... SET default_transaction_isolation: Django's OPTIONS say
+    nothing; the server does (here set for the session through libpq's options)."""
+
+    def body(backend, post):
+        _reads_in_the_transaction_query(backend, post)
+        assert_served_from_cache(backend, lambda: title(post.pk))  # autocommit: cached
+
+    _pg_backend_in_a_transaction(
+        {"options": "-c default_transaction_isolation=repeatable\\ read"}, body
+    )
+
+
+@pytest.mark.django_db(transaction=True, databases=["pg"])
+def test_read_committed_transactions_still_use_the_cache():
+    def body(backend, post):
+        title(post.pk)
+        with transaction.atomic(using="pg"):
+            assert_served_from_cache(backend, lambda: title(post.pk))
+
+    _pg_backend_in_a_transaction({}, body)
+
+
+@pytest.mark.django_db
+def test_sqlite_in_wal_mode_is_a_snapshot(tmp_path):
+    """A SQLite transaction in WAL mode reads the database as of its first read, while
+    other connections commit: like REPEATABLE READ."""
+    from django.db import connections
+    from django.db.backends.sqlite3.base import DatabaseWrapper
+
+    from ormcache import reads
+
+    settings_dict = {**connections["default"].settings_dict, "NAME": str(tmp_path / "x.db")}
+    wrapper = DatabaseWrapper(settings_dict, alias="wal-probe")
+    try:
+        wrapper.ensure_connection()
+        assert not reads._sees_a_snapshot(wrapper)  # rollback journal: writers wait
+        wrapper.connection.execute("PRAGMA journal_mode=WAL")  # kept in the file
+        wrapper.close()
+        wrapper.ensure_connection()
+        assert reads._sees_a_snapshot(wrapper)
+    finally:
+        wrapper.close()
+
+
 def test_versions_module_marks_pending_tokens():
     assert not versions.storable(("pending:abc", 1 << 70))
     assert versions.storable((1 << 70, 2 << 70))
