@@ -16,13 +16,16 @@ to downstream caches, in ``ORMCACHE["DOWNSTREAM"]`` terms:
   (``mark_private``).
 - Any other page the page cache did not store, when ``enabled``, gets
   ``private`` unless the view chose its own ``Cache-Control``: ormcache could
-  not purge it, so a proxy must not keep it.
+  not purge it, so a proxy must not keep it. A page is marked shared before it
+  is stored (the stored copy carries the marks), and unmarked if the store fails.
+- A shared page on a response the middleware above will add a cookie to (a hit
+  too) is made private like the pages of one visitor.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,15 +117,30 @@ def surrogate_keys(version_keys: Iterable[str]) -> list[str]:
     return [*sorted(found), options().everything_key]
 
 
-def mark_shared(response: Any, version_keys: Iterable[str], lifetime: int | None) -> None:
+def mark_shared(
+    response: Any, version_keys: Iterable[str], lifetime: int | None
+) -> Callable[[], None]:
     """Say that ``response`` may be kept by shared caches until its tables change.
 
     ``lifetime``: how long ormcache keeps the page itself (None: until it changes).
-    The view's own ``max-age``/``s-maxage`` win when it set them.
+    The view's own ``max-age``/``s-maxage`` win when it set them. Returns a function
+    that takes the marks off again: the page cache marks a page before storing it
+    (the stored copy carries the marks), and a page it then could not store is not
+    shared (ormcache could not purge it).
     """
     settings = options()
     if not settings.enabled:
-        return
+        return _nothing_to_undo
+    names = ("Cache-Control", settings.surrogate_key_header)
+    before = {name: response.headers.get(name) for name in names if name}
+
+    def unmark() -> None:
+        for name, value in before.items():
+            if value is None:
+                response.headers.pop(name, None)
+            else:
+                response.headers[name] = value
+
     s_maxage = lifetime
     if settings.s_maxage is not None and (s_maxage is None or settings.s_maxage < s_maxage):
         s_maxage = settings.s_maxage
@@ -135,6 +153,11 @@ def mark_shared(response: Any, version_keys: Iterable[str], lifetime: int | None
     patch_cache_control(response, **directives)
     if settings.surrogate_key_header:
         response.headers[settings.surrogate_key_header] = " ".join(surrogate_keys(version_keys))
+    return unmark
+
+
+def _nothing_to_undo() -> None:
+    return None
 
 
 def mark_not_shared(response: Any, *, private: bool) -> None:

@@ -19,6 +19,9 @@ After the view, before anything is stored:
   in, used the session, the CSRF token or messages);
 - ``response_rule``: what the response says about itself (status, streaming,
   cookies, Cache-Control, Vary), read with ``django.utils.cache``'s helpers.
+
+And for downstream caches, ``gets_a_cookie_above``: the middleware above the
+page cache will add a cookie to this response (a hit too), so it is not shared.
 """
 
 from __future__ import annotations
@@ -122,6 +125,26 @@ def after_view(request: Any, session_used: bool) -> str:
     if _message_count(request):
         return "messages"
     return ""
+
+
+def gets_a_cookie_above(request: Any) -> bool:
+    """Whether Django's middleware above the page cache will set a cookie on the response.
+
+    Such a response is not for shared caches, even when its page is the anonymous one:
+    SessionMiddleware saves the session and sets its cookie when it was modified or
+    ``SESSION_SAVE_EVERY_REQUEST`` is on, and deletes the cookie of a session that is
+    empty (expired, say); CsrfViewMiddleware renews a missing or malformed token's
+    cookie (``CSRF_COOKIE_NEEDS_UPDATE``).
+    """
+    if request.META.get("CSRF_COOKIE_NEEDS_UPDATE"):
+        return True
+    session = getattr(request, "session", None)
+    if session is None or not callable(getattr(session, "is_empty", None)):
+        return False
+    empty = session.is_empty()
+    if empty:
+        return settings.SESSION_COOKIE_NAME in request.COOKIES
+    return bool(getattr(session, "modified", False) or settings.SESSION_SAVE_EVERY_REQUEST)
 
 
 def response_rule(response: Any) -> str:

@@ -18,7 +18,7 @@ URI (scheme, host, path and query string), the active language and time zone
 ``vary_on_headers``. When the view's response has ``Vary`` headers of its own,
 the entry at that key is a pointer naming them, and the page lives under a
 second key that adds their values (what ``learn_cache_key`` does with its
-header key).
+header key; as there, ``Accept-Language`` adds nothing when ``USE_I18N`` is on).
 
 Storage: one entry per page, encoded by ``storage.dump`` (schema fingerprint,
 signature when ``SIGNING_KEY`` is set, size limits): the snapshot
@@ -42,7 +42,9 @@ without running the view.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import inspect
 import logging
 import re
 import threading
@@ -165,8 +167,10 @@ class Page:
         self.deferred = False  # the view has its own cache_page decorator
         self.reads: page_reads.PageReads | None = None
         self._session: Any = None
+        self._session_class: type | None = None
         self._session_accessed = False
         self._session_modified = False
+        self._session_used = False
         if not self.options.enabled:
             self.bypass = "page cache disabled"
         else:
@@ -257,29 +261,46 @@ class Page:
         self.outcome = "hit"
         answer = get_conditional_response(self.request, etag=etag, response=response)
         assert answer is not None  # given a response, Django returns one
+        if page_rules.gets_a_cookie_above(self.request):
+            # The anonymous page is right for this visitor (it used no session or
+            # token), but this copy of it leaves with their cookie.
+            downstream.mark_not_shared(answer, private=True)
         self._mark(answer, "hit")
         return answer
 
     def _watch_session(self) -> None:
-        """Start telling the view's use of the session apart from the privacy rules'."""
+        """Start telling the view's use of the session apart from the privacy rules'.
+
+        Until ``_restore_session``, the session is an instance of a subclass of its
+        own class in which reading its key counts as using it (``_watched_class``).
+        """
         session = getattr(self.request, "session", None)
         if session is None or not hasattr(session, "accessed"):
             return
         self._session = session
         self._session_accessed = session.accessed
         self._session_modified = session.modified
+        original: type = session.__class__
+        try:
+            session.__class__ = _watched_class(original)
+            self._session_class = original
+        except TypeError:
+            self._session_class = None  # cannot be watched: the view may have used it
         session.accessed = False
 
     # --- 3. while the view runs ------------------------------------------------------
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[None]:
-        if self.bypass:
-            yield
-            return
-        with page_reads.recording() as found:
-            self.reads = found
-            yield
+        try:
+            if self.bypass:
+                yield
+                return
+            with page_reads.recording() as found:
+                self.reads = found
+                yield
+        finally:
+            self._restore_session()  # also when the view raised
 
     # --- 4. after the view -----------------------------------------------------------
 
@@ -290,7 +311,7 @@ class Page:
 
     def finish(self, response: Any) -> Any:
         """Store the response if every rule allows it; say what happened in the header."""
-        session_used = self._restore_session()
+        self._restore_session()
         if self.deferred or self.outcome == "hit":
             return response
         if not self.bypass and not self.looked_up:
@@ -300,7 +321,7 @@ class Page:
             return self._mark(response, f"bypass ({self.bypass})")
         if self.options.vary_on_headers:
             patch_vary_headers(response, self.options.vary_on_headers)
-        reason = page_rules.after_view(self.request, session_used)
+        reason = page_rules.after_view(self.request, self._session_used)
         self.private = bool(reason)
         if not reason:
             reason = page_rules.response_rule(response)
@@ -311,6 +332,9 @@ class Page:
             self.bypass = reason
             self._mark_not_shared(response)
             return self._mark(response, f"bypass ({reason})")
+        if page_rules.gets_a_cookie_above(self.request):
+            # Stored shared; this copy leaves with the visitor's cookie.
+            downstream.mark_not_shared(response, private=True)
         etag = response.headers.get("ETag")
         return self._mark(
             get_conditional_response(self.request, etag=etag, response=response), "miss"
@@ -330,9 +354,22 @@ class Page:
         vary = self._view_vary(response)
         key = self.key(self.request.method, vary)
         pairs = tuple(sorted(snapshot.items()))
-        if not response.has_header("ETag"):
+        own_etag = not response.has_header("ETag")
+        if own_etag:
             response.headers["ETag"] = _etag(key, pairs, read_anything)
-        downstream.mark_shared(response, snapshot, timeout)
+        # The stored copy carries the shared marks; the response keeps them only if stored.
+        unmark = downstream.mark_shared(response, snapshot, timeout)
+        reason = self._put(key, vary, pairs, response, timeout)
+        if reason:
+            unmark()
+            if own_etag:
+                del response.headers["ETag"]
+        return reason, response
+
+    def _put(
+        self, key: str, vary: tuple[str, ...], pairs: tuple, response: Any, timeout: int | None
+    ) -> str:
+        """Store the page (and the pointer to it); "" or why it could not be stored."""
         payload = (
             PAGE_FORMAT,
             "page",
@@ -351,32 +388,43 @@ class Page:
                 versions.store(cache, self.key(self.request.method), pointer, timeout)
             versions.store(cache, key, entry, timeout)
         except storage.TooLarge as exc:
-            return f"too large: {exc}", response
+            return f"too large: {exc}"
         except versions.CacheUnavailable:
-            return "cache unavailable", response
+            return "cache unavailable"
         except Exception as exc:
             logger.warning("ormcache: could not store a page: %s", exc)
-            return "could not store", response
+            return "could not store"
         _remember(key, tuple(version_key for version_key, _ in pairs))
-        return "", response
+        return ""
 
     def _view_vary(self, response: Any) -> tuple[str, ...]:
-        """The headers the view's response varies on, besides ``vary_on_headers``."""
+        """The headers the view's response varies on, besides ``vary_on_headers``.
+
+        ``Accept-Language`` is left out when ``USE_I18N`` is on, as in Django's
+        ``learn_cache_key``: the key has the active language already.
+        """
         if not response.has_header("Vary"):
             return ()
         configured = {header.lower() for header in self.options.vary_on_headers}
+        if settings.USE_I18N:
+            configured.add("accept-language")
         found = {header.lower() for header in page_rules.split_header_value(response["Vary"])}
         return tuple(sorted(found - configured))
 
-    def _restore_session(self) -> bool:
-        """Whether the view used the session; leaves ``accessed`` as Django expects it."""
+    def _restore_session(self) -> None:
+        """Note whether the view used the session; leave it as Django expects it."""
         session = self._session
         if session is None:
-            return False
+            return
         self._session = None
-        used = session.accessed or (session.modified and not self._session_modified)
+        if self._session_class is None:
+            self._session_used = True
+        else:
+            session.__class__ = self._session_class
+            self._session_used = session.accessed or (
+                session.modified and not self._session_modified
+            )
         session.accessed = self._session_accessed or session.accessed
-        return used
 
     def _mark_not_shared(self, response: Any) -> None:
         """Tell downstream caches not to keep a page ormcache did not store."""
@@ -386,6 +434,7 @@ class Page:
             or settings.SESSION_COOKIE_NAME in request.COOKIES
             or getattr(response, "cookies", None)
             or response.has_header("Set-Cookie")
+            or page_rules.gets_a_cookie_above(request)
         )
         downstream.mark_not_shared(response, private=private)
 
@@ -404,9 +453,7 @@ class Page:
             parts.append(getattr(request, "LANGUAGE_CODE", None) or get_language() or "")
         if settings.USE_TZ:
             parts.append(get_current_timezone_name())
-        headers = [*self.options.vary_on_headers]
-        headers += [h for h in vary if h != "accept-language" or not settings.USE_I18N]
-        for header in headers:
+        for header in (*self.options.vary_on_headers, *vary):
             value = request.META.get(_meta_name(header))
             parts.append(f"{header.lower()}:" + ("\x00" if value is None else f"={value}"))
         digest = hashlib.blake2b(digest_size=20)
@@ -431,6 +478,35 @@ def _etag(key: str, pairs: tuple, read_anything: bool) -> str:
         # Nothing versions this page: its fills differ only in time.
         digest.update(str(time.time_ns()).encode())
     return f'W/"{digest.hexdigest()}"'
+
+
+@functools.cache
+def _watched_class(cls: type) -> type:
+    """``cls``, in which reading the session key or ``is_empty()`` marks the session accessed.
+
+    Django sets ``accessed`` when the session's data is read, not its key; but a page
+    built from the key (an anonymous cart keyed by it) is that visitor's as much as
+    one built from the data. Only the session object of a page being built gets this
+    class, and only while its view runs: no Django class is patched, and
+    SessionMiddleware's own calls afterwards mark nothing.
+    """
+
+    def reading(getter: Any) -> Any:
+        def get(session: Any) -> Any:
+            session.accessed = True
+            return getter(session)
+
+        return get
+
+    namespace: dict[str, Any] = {"__slots__": (), "__module__": __name__}
+    for name in ("session_key", "_session_key"):
+        found = inspect.getattr_static(cls, name, None)
+        if isinstance(found, property) and found.fget is not None:
+            namespace[name] = property(reading(found.fget), found.fset, found.fdel)
+    is_empty = getattr(cls, "is_empty", None)
+    if callable(is_empty):
+        namespace["is_empty"] = reading(is_empty)
+    return type(cls.__name__, (cls,), namespace)
 
 
 def _has_own_decorator(view_func: Any) -> bool:

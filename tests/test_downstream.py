@@ -173,6 +173,66 @@ def test_an_unstored_anonymous_page_is_private_unless_the_view_chose(downstream)
     assert directives(chosen) == {"max-age"}
 
 
+def test_a_page_too_large_to_store_is_not_shared(downstream, backend):
+    """mark_shared runs before the store (the stored copy carries its marks): a page
+    that then could not be stored has them taken off again, ETag included."""
+    PostFactory()
+    with backend.settings(
+        PAGES={"timeout": 600},
+        DOWNSTREAM={"enabled": True, "surrogate_key_header": XKEY},
+        MAX_ENTRY_BYTES=100,
+    ):
+        response = Client().get("/t/posts/")
+    assert outcome(response).startswith("bypass (too large: ")
+    assert directives(response) == {"private"}
+    assert XKEY not in response
+    assert "ETag" not in response
+
+
+@pytest.mark.parametrize(
+    "visitor", ["saves its session every request", "expired session", "malformed CSRF cookie"]
+)
+def test_a_page_that_leaves_with_a_cookie_is_not_shared(downstream, visitor):
+    """The middleware above the page cache sets a cookie on this response: served from
+    the cache (or stored) all the same, the page used no session or token, but private."""
+
+    def a_visitor():
+        client = Client()
+        if visitor == "saves its session every request":
+            session = client.session
+            session["cart"] = 3
+            session.save()
+        elif visitor == "expired session":
+            client.cookies[settings.SESSION_COOKIE_NAME] = "expired0session0key"
+        else:
+            client.cookies[settings.CSRF_COOKIE_NAME] = "not-a-token"
+        return client
+
+    PostFactory()
+    shared = Client().get("/t/posts/")
+    assert outcome(shared) == "miss"
+    assert "public" in directives(shared)
+    every_request = visitor == "saves its session every request"
+    with override_settings(SESSION_SAVE_EVERY_REQUEST=every_request):
+        hit = a_visitor().get("/t/posts/")
+        miss = a_visitor().get("/t/raw/")
+    assert outcome(hit) == "hit"
+    assert hit.content == shared.content
+    for response in (hit, miss):
+        assert response.cookies, "the visitor gets a cookie"
+        assert "private" in directives(response)
+        assert not {"public", "s-maxage"} & directives(response)
+        assert XKEY not in response
+    if visitor == "malformed CSRF cookie":
+        # A token renewed while the page is built counts as the page's: not stored.
+        assert outcome(miss) == "bypass (the page used the CSRF token)"
+    else:
+        assert outcome(miss) == "miss"
+        again = Client().get("/t/raw/")  # the stored copy is shared
+        assert outcome(again) == "hit"
+        assert "public" in directives(again)
+
+
 # --- purges ------------------------------------------------------------------------------------
 
 

@@ -76,6 +76,29 @@ def test_the_key_has_the_headers_the_view_varies_on(site):
     assert calls["vary_on_flavour"] == 3
 
 
+def test_a_view_that_varies_on_accept_language_alone_is_keyed_by_the_language(backend):
+    """With USE_I18N the key has the active language, so Vary: Accept-Language adds nothing
+    (as in Django): the page is stored under the URL's own key, one per language."""
+    calls.clear()
+    PostFactory(title="First")
+    middleware = [*PAGE_MIDDLEWARE]
+    middleware.insert(1, "django.middleware.locale.LocaleMiddleware")
+    languages = [("en", "English"), ("fr", "French")]
+    with (
+        page_settings(backend, middleware=middleware),
+        override_settings(USE_I18N=True, LANGUAGE_CODE="en", LANGUAGES=languages),
+    ):
+        client = Client()
+        french = client.get("/t/vary-on-language/", HTTP_ACCEPT_LANGUAGE="fr")
+        english = client.get("/t/vary-on-language/", HTTP_ACCEPT_LANGUAGE="en")
+        assert (outcome(french), outcome(english)) == ("miss", "miss")
+        again = client.get("/t/vary-on-language/", HTTP_ACCEPT_LANGUAGE="fr")
+        assert outcome(again) == "hit"
+        assert again.content == french.content == b"fr: First"
+        assert english.content == b"en: First"
+        assert calls["vary_on_language"] == 2
+
+
 def test_vary_on_headers_setting_keys_every_page(backend):
     PostFactory(title="First")
     with page_settings(backend, vary_on_headers=["X-Tenant"]):
@@ -372,6 +395,32 @@ def test_a_page_that_used_the_session(site):
     assert_bypassed_each_time(
         lambda: site.get("/t/uses-session/"), "uses_session", "the page used the session"
     )
+
+
+@pytest.mark.parametrize("read", ["session_key", "_session_key", "is_empty"])
+def test_a_page_that_read_the_session_key(site, read):
+    """An anonymous cart keyed by the session key: Django does not mark the session
+    accessed for that read, the page cache does (the session's class is swapped for
+    one that notices, for that one session object while the view runs)."""
+    PostFactory()
+    url = f"/t/session-key-cart/{read}/"
+    visitors = []
+    for _ in range(2):
+        visitor = Client()
+        visitor.session.save()  # an anonymous session, and its cookie
+        visitors.append(visitor)
+    for visitor in (*visitors, site):
+        response = assert_bypassed_each_time(
+            lambda visitor=visitor: visitor.get(url),
+            "session_key_cart",
+            "the page used the session",
+        )
+        key = visitor.cookies["sessionid"].value if visitor is not site else ""
+        assert response.content.startswith(f"cart of {key}:".encode())
+        assert type(response.wsgi_request.session).__module__ != "ormcache.pages"
+    # The same visitors' pages that do not touch the session are still shared.
+    assert outcome(visitors[0].get("/t/posts/")) == "miss"
+    assert outcome(visitors[1].get("/t/posts/")) == "hit"
 
 
 def _message_cookie(text):

@@ -22,8 +22,10 @@ from django.test import Client
 from django.test.utils import override_settings
 from django.urls import include, path
 from django.utils.cache import patch_cache_control, patch_vary_headers
+from django.utils.translation import get_language
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.vary import vary_on_headers
 
 import ormcache
 from testproject.blog.models import AuditEntry, Bookmark, Post
@@ -173,6 +175,24 @@ def uses_session(request):
 
 
 @counted
+def session_key_cart(request, read):
+    """An anonymous cart keyed by the session key: no session data is read."""
+    session = request.session
+    key = {
+        "session_key": lambda: session.session_key,
+        "_session_key": lambda: session._session_key,
+        "is_empty": lambda: "" if session.is_empty() else session.session_key,
+    }[read]() or ""
+    return HttpResponse(f"cart of {key}: {Post.objects.filter(slug=key or '-').count()}")
+
+
+@vary_on_headers("Accept-Language")
+@counted
+def vary_on_language(request):
+    return HttpResponse(f"{get_language()}: {_titles()}")
+
+
+@counted
 def writes(request):
     post = Post.objects.order_by("id").first()
     Post.objects.filter(pk=post.pk).update(views=post.views + 1)
@@ -301,6 +321,8 @@ urlpatterns = [
     path("t/adds-message/", adds_message),
     path("t/shows-messages/", shows_messages),
     path("t/uses-session/", uses_session),
+    path("t/session-key-cart/<str:read>/", session_key_cart),
+    path("t/vary-on-language/", vary_on_language),
     path("t/writes/", writes),
     path("t/random/", random_order),
     path("t/disabled/", disabled_reads),
