@@ -245,6 +245,9 @@ def tables_named(sql: str) -> frozenset[str] | str:
 
 
 def _find_tables(sql: str, by_lower: dict[str, list[str]]) -> frozenset[str] | str:
+    unknown = _unknown_relation(sql, by_lower)
+    if unknown:
+        return f"SQL that reads {unknown}, which is no installed model's table"
     named: set[str] = set()
     for match in _TOKENS.finditer(sql):
         quoted = match.group(1) or match.group(2) or match.group(3)
@@ -262,3 +265,93 @@ def _find_tables(sql: str, by_lower: dict[str, list[str]]) -> frozenset[str] | s
     if not named:
         return "SQL that names no table of an installed model"
     return frozenset(named)
+
+
+# --- the relations a statement reads from -------------------------------------------------
+#
+# A statement that names a model table may also read a table no model has (a legacy table,
+# a table function): its changes would not reach the page, so such SQL is not stored.
+
+_RELATION_TOKENS = re.compile(
+    r"""'(?:[^']|'')*'|"(?:[^"]|"")+"|`[^`]+`|\[[^\]]+\]|[A-Za-z_][\w$]*|[(),.]|[^\s\w]"""
+)
+#: Functions whose arguments use FROM without naming a relation: EXTRACT(YEAR FROM x)...
+_FROM_IN_ARGUMENTS = frozenset({"EXTRACT", "SUBSTRING", "TRIM", "OVERLAY", "POSITION"})
+#: Words that may follow a relation and are not its alias.
+_AFTER_RELATION = frozenset(
+    {
+        "WHERE", "GROUP", "ORDER", "HAVING", "LIMIT", "OFFSET", "INNER", "LEFT", "RIGHT",
+        "FULL", "CROSS", "NATURAL", "JOIN", "ON", "USING", "UNION", "INTERSECT", "EXCEPT",
+        "WINDOW", "FOR", "FETCH", "RETURNING", "AS", "LATERAL",
+    }
+)  # fmt: skip
+
+
+def _unknown_relation(sql: str, by_lower: dict[str, list[str]]) -> str | None:
+    """The first relation after FROM or JOIN (or in a FROM list) that is no model's table,
+    nor a subquery or a CTE of the statement; None when every one is known."""
+    tokens = _RELATION_TOKENS.findall(sql)
+    words = [token.upper() if token[0].isalpha() or token[0] == "_" else token for token in tokens]
+    ctes = {  # WITH name AS (...), name AS (...)
+        _relation_name(tokens[i]).lower()
+        for i in range(len(tokens) - 2)
+        if words[i + 1] == "AS" and tokens[i + 2] == "(" and words[i] not in _AFTER_RELATION
+    }
+    openers: list[str] = []
+    i = 0
+    while i < len(tokens):
+        word = words[i]
+        if word == "(":
+            openers.append(words[i - 1] if i else "")
+        elif word == ")" and openers:
+            openers.pop()
+        elif word == "JOIN" or (
+            word == "FROM"
+            and not (openers and openers[-1] in _FROM_IN_ARGUMENTS)
+            and not (i and words[i - 1] == "DISTINCT")  # IS [NOT] DISTINCT FROM
+        ):
+            i, unknown = _read_relations(tokens, words, i + 1, by_lower, ctes)
+            if unknown:
+                return unknown
+            continue
+        i += 1
+    return None
+
+
+def _read_relations(
+    tokens: list[str], words: list[str], i: int, by_lower: dict[str, list[str]], ctes: set[str]
+) -> tuple[int, str | None]:
+    """Read ``relation [[AS] alias] [, relation ...]`` from ``i``: (where it ends, the first
+    unknown relation or None)."""
+    while i < len(tokens):
+        if words[i] in ("ONLY", "LATERAL"):
+            i += 1
+            continue
+        if tokens[i] == "(":
+            return i, None  # a subquery: its own FROM is read in turn
+        start = i
+        i += 1
+        while i + 1 < len(tokens) and tokens[i] == ".":  # schema.table
+            i += 2
+        name = _relation_name(tokens[i - 1])
+        if i < len(tokens) and tokens[i] == "(":
+            return i, f"{_relation_name(tokens[start])}()"  # a table function
+        if name.lower() not in by_lower and name.lower() not in ctes:
+            return i, name
+        if i < len(tokens) and words[i] == "AS":
+            i += 2
+        elif i < len(tokens) and tokens[i][0].isalpha() and words[i] not in _AFTER_RELATION:
+            i += 1
+        elif i < len(tokens) and tokens[i][0] == '"':
+            i += 1  # a quoted alias
+        if i < len(tokens) and tokens[i] == ",":
+            i += 1
+            continue
+        return i, None
+    return i, None
+
+
+def _relation_name(token: str) -> str:
+    if token[0] in '"`[':
+        return token[1:-1].replace('""', '"')
+    return token

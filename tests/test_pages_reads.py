@@ -24,6 +24,15 @@ from ormcache.page_reads import tables_named
         # A table's name inside a string literal is not a read of it.
         ("SELECT id FROM blog_tag WHERE name = 'blog_post'", {"blog_tag"}),
         ("SELECT id FROM blog_tag WHERE name = 'it''s blog_post'", {"blog_tag"}),
+        # FROM that names no relation; subqueries, aliases and FROM lists of model tables.
+        ('SELECT EXTRACT(YEAR FROM U0."pub_date") FROM "blog_post" U0', {"blog_post"}),
+        ("SELECT a IS DISTINCT FROM b FROM blog_post", {"blog_post"}),
+        (
+            'SELECT EXISTS(SELECT 1 AS "a" FROM "blog_comment" U0) FROM "blog_post"',
+            {"blog_post", "blog_comment"},
+        ),
+        ('SELECT COUNT(*) FROM (SELECT "id" FROM "blog_post") subquery', {"blog_post"}),
+        ("SELECT * FROM blog_post AS p, blog_tag t", {"blog_post", "blog_tag"}),
     ],
 )
 def test_tables_named(sql, expected, db):
@@ -34,7 +43,22 @@ def test_tables_named(sql, expected, db):
     "sql, reason",
     [
         ("SELECT 1", "SQL that names no table of an installed model"),
-        ("SELECT * FROM my_reporting_view", "SQL that names no table of an installed model"),
+        (
+            "SELECT * FROM my_reporting_view",
+            "SQL that reads my_reporting_view, which is no installed model's table",
+        ),
+        (
+            "SELECT p.title, l.v FROM blog_post p, legacy_kv l",
+            "SQL that reads legacy_kv, which is no installed model's table",
+        ),
+        (
+            'SELECT "blog_post"."id" FROM "blog_post" LEFT OUTER JOIN legacy ON (1 = 1)',
+            "SQL that reads legacy, which is no installed model's table",
+        ),
+        (
+            "SELECT id FROM blog_post WHERE id IN (SELECT * FROM generate_series(1, 3))",
+            "SQL that reads generate_series(), which is no installed model's table",
+        ),
         ("SELECT NOW(), id FROM blog_post", "SQL that calls NOW, whose result changes by itself"),
         (
             "SELECT id FROM blog_post ORDER BY random()",

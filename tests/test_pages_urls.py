@@ -226,6 +226,15 @@ def raw_sql(request):
 
 
 @counted
+def raw_legacy_join(request):
+    """Raw SQL that reads a model's table and a table no model has."""
+    with connections[current_alias.get()].cursor() as cursor:
+        cursor.execute("SELECT p.title, l.v FROM blog_post p, legacy_kv l ORDER BY p.id")
+        rows = cursor.fetchall()
+    return HttpResponse(f"legacy: {rows}")
+
+
+@counted
 def raw_select_one(request):
     with connections[current_alias.get()].cursor() as cursor:
         cursor.execute("SELECT 1")
@@ -329,6 +338,7 @@ urlpatterns = [
     path("t/users/", users),
     path("t/raw/", raw_sql),
     path("t/raw-one/", raw_select_one),
+    path("t/raw-legacy/", raw_legacy_join),
     path("t/raw-clock/", raw_clock),
     path("t/changes-midway/", changes_midway),
     path("t/decorated/", cached_view),
