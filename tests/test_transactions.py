@@ -163,41 +163,6 @@ class TestRealCommits:
         assert title(post.pk) == "via request"
 
 
-@pytest.mark.django_db(transaction=True, databases=["pg"])
-def test_snapshot_isolation_results_are_never_stored():
-    from django.conf import settings
-    from django.db import connections
-
-    if "pg" not in settings.DATABASES:
-        pytest.skip("PostgreSQL is not configured (scripts/test starts it)")
-    from psycopg import IsolationLevel
-
-    from tests.routing import current_alias
-
-    connection = connections["pg"]
-    options = connection.settings_dict.setdefault("OPTIONS", {})
-    options["isolation_level"] = IsolationLevel.REPEATABLE_READ
-    connection.close()
-    token = current_alias.set("pg")
-    try:
-        from tests.conftest import Backend
-
-        backend = Backend("pg", "redis")
-        with backend.settings():
-            backend.cache.clear()
-            post = PostFactory()
-            with transaction.atomic(using="pg"):
-                for _ in range(2):
-                    with backend.queries() as captured:
-                        title(post.pk)
-                    assert len(captured.captured_queries) == 1
-            assert_served_from_cache(backend, lambda: title(post.pk))  # autocommit: cached
-    finally:
-        current_alias.reset(token)
-        del options["isolation_level"]
-        connection.close()
-
-
 def _pg_backend_in_a_transaction(connection_options, body):
     """Run ``body(backend, post)`` on PostgreSQL with extra connection OPTIONS."""
     from django.conf import settings
@@ -237,6 +202,17 @@ def _reads_in_the_transaction_query(backend, post, begin_sql=None):
             with backend.queries() as captured:
                 title(post.pk)
             assert len(captured.captured_queries) == 1, "a snapshot's rows were cached"
+
+
+@pytest.mark.django_db(transaction=True, databases=["pg"])
+def test_snapshot_isolation_results_are_never_stored():
+    from psycopg import IsolationLevel
+
+    def body(backend, post):
+        _reads_in_the_transaction_query(backend, post)
+        assert_served_from_cache(backend, lambda: title(post.pk))  # autocommit: cached
+
+    _pg_backend_in_a_transaction({"isolation_level": IsolationLevel.REPEATABLE_READ}, body)
 
 
 @pytest.mark.django_db(transaction=True, databases=["pg"])
