@@ -56,16 +56,20 @@ _NOT_CODE = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/",
 _EXPLAIN_ANALYZE = re.compile(r"^\s*EXPLAIN\b[^;]*?\bANALY[SZ]E\b", re.I)
 
 
-def _one_statement(sql: str) -> bool:
-    body = _NOT_CODE.sub(" ", sql).strip().rstrip(";")
-    return ";" not in body
+def _statements(sql: str) -> list[str]:
+    """The statements of ``sql``, with literals, quoted names and comments blanked out."""
+    return [part for part in _NOT_CODE.sub(" ", sql).split(";") if part.strip()]
 
 
 def tables_written(sql: str) -> frozenset[str]:
     """The tables ``sql`` writes: NOTHING for reads, EVERYTHING when unsure."""
-    if ";" in sql and not _one_statement(sql):
-        # "SELECT 1; UPDATE t ...", "SET ...; DELETE ...": the head names only the first.
-        return EVERYTHING
+    if ";" in sql:
+        parts = _statements(sql)
+        if len(parts) > 1:
+            # The head names only the first statement's tables: "SET ...; SET ..." (as
+            # Django's MySQL backend sends on connecting) reads, "SELECT 1; UPDATE t ..."
+            # may write anything.
+            return NOTHING if not any(map(tables_written, parts)) else EVERYTHING
     # Compound queries start with a parenthesis: "(SELECT ...) UNION (SELECT ...)".
     head = sql.lstrip(" \t\r\n(")[:10].upper()
     if head.startswith(("SELECT", "WITH")):

@@ -35,6 +35,12 @@ from ormcache.statements import EVERYTHING, NOTHING, tables_written
         ("VALUES (1); DELETE FROM blog_post", EVERYTHING),
         ("PREPARE q AS UPDATE blog_post SET title = 'x'; EXECUTE q", EVERYTHING),
         ("EXECUTE q", EVERYTHING),
+        # ...but several statements that all only read or set stay reads.
+        (
+            "SET SQL_AUTO_IS_NULL = 0; SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            NOTHING,
+        ),
+        ("SET LOCAL statement_timeout = 1000; SELECT * FROM blog_post;", NOTHING),
         # A ";" in a literal, a quoted name or a comment ends nothing; nor does a last one.
         ("SELECT * FROM blog_post WHERE title = 'a;b'", NOTHING),
         ('SELECT "odd;name" FROM t -- ; drop', NOTHING),
