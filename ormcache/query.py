@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -276,10 +277,15 @@ def _aggregation_signature(query: Query, using: str, aggregate_exprs: dict[str, 
     return "\n".join(parts), tuple(all_params), probe, list(resolved.values()), from_aliases
 
 
+_ADDRESS = re.compile(r" (?:object )?at 0x[0-9a-fA-F]+")
+
+
 def _field_signature(field: Any) -> str:
-    """A field's class and arguments: two fields that convert alike share it."""
+    """A field's class and arguments: two fields that convert alike share it. Without
+    memory addresses (``default=timezone.now``, ``on_delete=CASCADE``, lazy names), so
+    every process makes the same key."""
     _name, path, args, kwargs = field.deconstruct()
-    return f"{path}{args!r}{sorted(kwargs.items())!r}"
+    return _ADDRESS.sub("", f"{path}{args!r}{sorted(kwargs.items())!r}")
 
 
 class CachedQuerySetMixin:

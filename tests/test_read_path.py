@@ -190,3 +190,15 @@ def test_comment_count_of_a_post(blog, backend):
     post = blog["posts"][5]
     assert_served_from_cache(backend, lambda: post.comments.count())
     assert Comment.objects.filter(post=post).count() == post.comments.count()
+
+
+def test_the_output_field_in_an_aggregate_key_is_the_same_in_every_process():
+    """The key of an aggregate over a distinct or sliced queryset holds its output field:
+    no memory address (a callable default, on_delete, a lazy name) may end up in it."""
+    from ormcache.query import _field_signature
+
+    for name in ("author", "pub_date", "rating"):
+        signature = _field_signature(Post._meta.get_field(name))
+        assert " at 0x" not in signature, signature
+    author = _field_signature(Post._meta.get_field("author"))
+    assert "CASCADE" in author or "on_delete" in author  # the arguments are still there
