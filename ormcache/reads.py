@@ -516,12 +516,11 @@ def _sees_a_snapshot(connection: Any) -> bool:
             # Django says READ COMMITTED but leaves the level to the server's default,
             # which ALTER DATABASE/ROLE ... SET default_transaction_isolation may have set.
             return _per_connection(connection, "default", _postgresql_default_is_a_snapshot)
-        try:
-            from psycopg import IsolationLevel
+        # Django's own name for the driver's levels: psycopg 3's, or psycopg2's numbers
+        # (REPEATABLE READ is 2 there, not 3).
+        from django.db.backends.postgresql.psycopg_any import IsolationLevel
 
-            return level in (IsolationLevel.REPEATABLE_READ, IsolationLevel.SERIALIZABLE)
-        except ImportError:  # psycopg2
-            return level in (3, 4)
+        return level in (IsolationLevel.REPEATABLE_READ, IsolationLevel.SERIALIZABLE)
     if connection.vendor == "mysql":
         return (connection.isolation_level or "repeatable read") in (
             "repeatable read",
